@@ -1,0 +1,144 @@
+// seekserve generate: one prompt in, its continuation out (ids, and with --json the logits
+// tail for golden checks).
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "engine/generator.h"
+#include "models/model_loader.h"
+
+namespace seekserve {
+
+namespace {
+
+struct GenerateFlags {
+  std::string model;
+  std::string prompt;
+  std::string prompt_ids;
+  int64_t max_tokens = 16;
+  std::optional<float> temperature;
+  std::optional<int64_t> top_k;
+  std::optional<float> top_p;
+  std::optional<float> min_p;
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+  int64_t logits_tail = 0;
+  std::string dtype = "f32";
+  bool json = false;
+  bool dummy_weights = false;
+};
+
+Result<std::vector<int32_t>> parse_id_list(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::string s = text;
+  for (char& c : s)
+    if (c == '[' || c == ']' || c == ',') c = ' ';
+  std::istringstream in(s);
+  std::string item;
+  while (in >> item) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != item.size() || v < 0 || v > INT32_MAX) return invalid_argument("--prompt-ids: '" + item + "' is not a token id");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) return invalid_argument("--prompt-ids holds no token ids");
+  return ids;
+}
+
+// Sampling defaults come from generation_config.json (as transformers does); flags override.
+SamplingParams sampling_from(const GenerateFlags& f) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  namespace fs = std::filesystem;
+  const fs::path gen = fs::path(f.model) / "generation_config.json";
+  if (fs::is_directory(f.model) && fs::exists(gen)) {
+    auto config = load_config(gen.string());
+    if (config.ok() && config->bool_or("do_sample", false)) {
+      p.temperature = static_cast<float>(config->double_or("temperature", 1.0));
+      p.top_k = config->int_or("top_k", 0);
+      p.top_p = static_cast<float>(config->double_or("top_p", 1.0));
+      p.min_p = static_cast<float>(config->double_or("min_p", 0.0));
+    }
+  }
+  if (f.temperature) p.temperature = *f.temperature;
+  if (f.top_k) p.top_k = *f.top_k;
+  if (f.top_p) p.top_p = *f.top_p;
+  if (f.min_p) p.min_p = *f.min_p;
+  p.seed = f.seed;
+  return p;
+}
+
+int run_generate(const GenerateFlags& f) {
+  if (f.prompt.empty() == f.prompt_ids.empty())
+    return report_error(invalid_argument("give exactly one of --prompt and --prompt-ids"));
+  if (!f.prompt.empty())
+    return report_error(unimplemented("--prompt needs the tokenizer, which this build does not have yet; use --prompt-ids"));
+  auto prompt = parse_id_list(f.prompt_ids);
+  if (!prompt.ok()) return report_error(prompt.status());
+  auto dtype = parse_compute_dtype(f.dtype);
+  if (!dtype.ok()) return report_error(dtype.status());
+
+  LoadOptions load;
+  load.path = f.model;
+  load.dtype = *dtype;
+  load.dummy_weights = f.dummy_weights;
+  auto model = load_model(load);
+  if (!model.ok()) return report_error(model.status());
+
+  GenerateOptions options;
+  options.max_tokens = f.max_tokens;
+  options.ignore_eos = f.ignore_eos;
+  options.logits_tail = f.logits_tail;
+  options.sampling = sampling_from(f);
+  auto result = generate(**model, *prompt, options);
+  if (!result.ok()) return report_error(result.status());
+
+  if (f.json) {
+    nlohmann::json out;
+    out["prompt_ids"] = *prompt;
+    out["tokens"] = result->tokens;
+    out["finish_reason"] = result->finish_reason;
+    if (f.logits_tail > 0) out["logits_tail"] = result->logits_tail;
+    std::cout << out.dump() << "\n";
+  } else {
+    std::string ids;
+    for (int32_t t : result->tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
+    std::cout << ids << "\n";
+    const double n = static_cast<double>(result->tokens.size());
+    std::fprintf(stderr, "[%zu prompt tokens in %.3f s, %zu generated in %.3f s (%.1f tok/s), finish: %s]\n",
+                 prompt->size(), result->prefill_seconds, result->tokens.size(), result->decode_seconds,
+                 result->decode_seconds > 0 ? n / result->decode_seconds : 0.0, result->finish_reason.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+CommandMain add_generate_command(CLI::App& app) {
+  auto flags = std::make_shared<GenerateFlags>();
+  CLI::App* cmd = app.add_subcommand("generate", "generate a continuation of one prompt");
+  cmd->add_option("--model", flags->model, "model folder (or config.json with --dummy-weights)")->required();
+  cmd->add_option("--prompt", flags->prompt, "prompt text");
+  cmd->add_option("--prompt-ids", flags->prompt_ids, "prompt token ids, comma-separated or a JSON array");
+  cmd->add_option("--max-tokens", flags->max_tokens, "tokens to generate at most")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature", flags->temperature, "sampling temperature; 0 = greedy");
+  cmd->add_option("--top-k", flags->top_k, "keep the k most likely tokens (0 = off)");
+  cmd->add_option("--top-p", flags->top_p, "nucleus sampling threshold");
+  cmd->add_option("--min-p", flags->min_p, "drop tokens below min-p times the top probability");
+  cmd->add_option("--seed", flags->seed, "sampling seed");
+  cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-sequence tokens");
+  cmd->add_option("--logits-tail", flags->logits_tail, "print the logits of the last K prompt positions (--json)");
+  cmd->add_option("--dtype", flags->dtype, "weight and compute precision: f32 (reference) or bf16");
+  cmd->add_flag("--json", flags->json, "print one JSON object");
+  cmd->add_flag("--dummy-weights", flags->dummy_weights, "generate weights of the config's shapes");
+  return [cmd, flags]() -> int { return cmd->parsed() ? run_generate(*flags) : -1; };
+}
+
+}  // namespace seekserve

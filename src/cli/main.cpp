@@ -1,0 +1,33 @@
+// seekserve: serve and run DeepSeek-family models.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "core/status.h"
+
+namespace seekserve {
+
+int report_error(const Status& status) {
+  std::fprintf(stderr, "seekserve: error: %s\n", status.message().c_str());
+  return status.code() == StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+}  // namespace seekserve
+
+int main(int argc, char** argv) {
+  CLI::App app{"seekserve: deploy DeepSeek-family language models on CPUs and GPUs"};
+  app.require_subcommand(1);
+  std::vector<seekserve::CommandMain> mains;
+  mains.push_back(seekserve::add_generate_command(app));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  for (auto& run : mains)
+    if (run) {
+      const int rc = run();
+      if (rc >= 0) return rc;
+    }
+  return 0;
+}

@@ -1,0 +1,85 @@
+#include "model/weight.h"
+
+#include "core/dtype.h"
+#include "core/status.h"
+
+namespace seekserve {
+
+const char* weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kF32: return "f32";
+    case WeightFormat::kBF16: return "bf16";
+    case WeightFormat::kF8Block: return "fp8-block";
+  }
+  return "?";
+}
+
+int64_t Weight::bytes() const {
+  switch (format) {
+    case WeightFormat::kF32: return rows * cols * 4;
+    case WeightFormat::kBF16: return rows * cols * 2;
+    case WeightFormat::kF8Block:
+      return rows * cols + ((rows + block_rows - 1) / block_rows) * scale_cols() * 4;
+  }
+  return 0;
+}
+
+void Weight::row_to_f32(int64_t r, float* out) const {
+  SS_CHECK(r >= 0 && r < rows, "row out of range");
+  switch (format) {
+    case WeightFormat::kF32: {
+      const float* src = static_cast<const float*>(data) + r * cols;
+      for (int64_t c = 0; c < cols; ++c) out[c] = src[c];
+      break;
+    }
+    case WeightFormat::kBF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(data) + r * cols;
+      for (int64_t c = 0; c < cols; ++c) out[c] = bf16_to_f32(src[c]);
+      break;
+    }
+    case WeightFormat::kF8Block: {
+      const uint8_t* src = static_cast<const uint8_t*>(data) + r * cols;
+      const float* scales = scale_inv + (r / block_rows) * scale_cols();
+      for (int64_t c = 0; c < cols; ++c) out[c] = fp8_e4m3_to_f32(src[c]) * scales[c / block_cols];
+      break;
+    }
+  }
+}
+
+Weight weight_from_f32(std::vector<float> values, int64_t rows, int64_t cols) {
+  SS_CHECK(static_cast<int64_t>(values.size()) == rows * cols, "size mismatch");
+  auto owned = std::make_shared<std::vector<float>>(std::move(values));
+  Weight w;
+  w.format = WeightFormat::kF32;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = owned->data();
+  w.storage = owned;
+  return w;
+}
+
+Weight weight_to_f32(const Weight& w) {
+  if (w.format == WeightFormat::kF32) return w;
+  std::vector<float> values(static_cast<size_t>(w.rows * w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) w.row_to_f32(r, values.data() + r * w.cols);
+  return weight_from_f32(std::move(values), w.rows, w.cols);
+}
+
+Weight weight_to_bf16(const Weight& w) {
+  if (w.format == WeightFormat::kBF16) return w;
+  auto owned = std::make_shared<std::vector<uint16_t>>(static_cast<size_t>(w.rows * w.cols));
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    w.row_to_f32(r, row.data());
+    for (int64_t c = 0; c < w.cols; ++c) (*owned)[static_cast<size_t>(r * w.cols + c)] = f32_to_bf16(row[static_cast<size_t>(c)]);
+  }
+  Weight out;
+  out.format = WeightFormat::kBF16;
+  out.rows = w.rows;
+  out.cols = w.cols;
+  out.data = owned->data();
+  out.storage = owned;
+  return out;
+}
+
+}  // namespace seekserve

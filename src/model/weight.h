@@ -1,0 +1,53 @@
+// Weights as the backends see them: a row-major [rows, cols] matrix in one storage format.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace seekserve {
+
+// How a Weight's elements are stored.
+enum class WeightFormat {
+  kF32,
+  kBF16,
+  // F8_E4M3 elements with one float32 "scale_inv" per block_rows x block_cols block (DeepSeek-V3's
+  // checkpoint format): real value = fp8(w[r][c]) * scale_inv[r / block_rows][c / block_cols].
+  kF8Block,
+};
+
+const char* weight_format_name(WeightFormat format);
+
+// What `--dtype` asks for: the precision weights are held in and matmuls are computed in.
+enum class ComputeDType {
+  kF32,   // reference: every weight converted to float32, float32 activations
+  kBF16,  // bf16 weights (FP8 checkpoints stay FP8), activations rounded to bf16 at matmul inputs
+};
+
+struct Weight {
+  WeightFormat format = WeightFormat::kF32;
+  int64_t rows = 0;  // out_features
+  int64_t cols = 0;  // in_features
+  const void* data = nullptr;          // [rows, cols], element type per format
+  const float* scale_inv = nullptr;    // kF8Block only: [ceil(rows/block_rows), ceil(cols/block_cols)]
+  int64_t block_rows = 128;
+  int64_t block_cols = 128;
+  std::shared_ptr<const void> storage;  // owns `data` / `scale_inv` (a buffer or the mapped file)
+
+  bool empty() const { return data == nullptr; }
+  int64_t scale_cols() const { return (cols + block_cols - 1) / block_cols; }
+  // Bytes a matmul streams from memory for this weight (elements plus scales).
+  int64_t bytes() const;
+  // Dequantizes row r into out[0, cols).
+  void row_to_f32(int64_t r, float* out) const;
+};
+
+// Owned float32 copy of a weight in another format, same shape.
+Weight weight_to_f32(const Weight& w);
+// Owned bf16 copy (from F32 or F8Block; BF16 is returned as is).
+Weight weight_to_bf16(const Weight& w);
+// Wraps owned float32 data of shape [rows, cols].
+Weight weight_from_f32(std::vector<float> values, int64_t rows, int64_t cols);
+
+}  // namespace seekserve

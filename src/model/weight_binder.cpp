@@ -1,0 +1,233 @@
+#include "model/weight_binder.h"
+
+#include <cmath>
+
+#include "core/dtype.h"
+
+namespace seekserve {
+
+namespace {
+
+// Deterministic pseudo-random numbers for dummy weights: a hash of (tensor, index), so weights
+// do not depend on binding order and generation needs no shared state.
+uint64_t mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+uint64_t name_seed(const std::string& name) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+// Uniform in [-1, 1).
+float unit_uniform(uint64_t seed, uint64_t i) {
+  return static_cast<float>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+bool aligned_for(const void* p, int64_t size) {
+  return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(size) == 0;
+}
+
+// Wraps checkpoint bytes (kept alive by `owner`) as a Weight, copying when misaligned.
+Weight view_or_copy(const uint8_t* bytes, int64_t rows, int64_t cols, WeightFormat format,
+                    int64_t element_size, std::shared_ptr<const void> owner) {
+  Weight w;
+  w.format = format;
+  w.rows = rows;
+  w.cols = cols;
+  if (aligned_for(bytes, element_size)) {
+    w.data = bytes;
+    w.storage = std::move(owner);
+  } else {
+    auto copy = std::make_shared<std::vector<uint64_t>>(static_cast<size_t>((rows * cols * element_size + 7) / 8));
+    std::memcpy(copy->data(), bytes, static_cast<size_t>(rows * cols * element_size));
+    w.data = copy->data();
+    w.storage = copy;
+  }
+  return w;
+}
+
+}  // namespace
+
+WeightBinder::WeightBinder(std::shared_ptr<const Checkpoint> checkpoint, BindOptions options)
+    : checkpoint_(std::move(checkpoint)), options_(options) {}
+
+void WeightBinder::fail(Status status) {
+  if (status_.ok()) status_ = std::move(status);
+}
+
+bool WeightBinder::has(const std::string& name) const {
+  return checkpoint_ != nullptr && checkpoint_->find(name).entry != nullptr;
+}
+
+Weight WeightBinder::linear(const std::string& prefix, int64_t out, int64_t in, Keep keep) {
+  Weight w = bind_matrix(prefix + ".weight", out, in, /*allow_fp8=*/true, keep);
+  bytes_bound_ += w.empty() ? 0 : w.bytes();
+  return w;
+}
+
+Weight WeightBinder::table(const std::string& name, int64_t rows, int64_t cols) {
+  Weight w = bind_matrix(name, rows, cols, /*allow_fp8=*/false, Keep::kWorking);
+  bytes_bound_ += w.empty() ? 0 : w.bytes();
+  return w;
+}
+
+Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t cols, bool allow_fp8, Keep keep) {
+  if (!status_.ok()) return {};
+  if (options_.dummy_weights) return dummy_matrix(name, rows, cols, allow_fp8 && options_.dummy_fp8, keep);
+
+  const TensorRef ref = checkpoint_->find(name);
+  if (ref.entry == nullptr) {
+    fail(not_found("checkpoint is missing tensor '" + name + "' (expected shape [" +
+                   std::to_string(rows) + ", " + std::to_string(cols) + "])"));
+    return {};
+  }
+  const TensorEntry& e = *ref.entry;
+  const std::string where = ref.file->path() + ": tensor '" + name + "'";
+  if (e.shape.size() != 2 || e.shape[0] != rows || e.shape[1] != cols) {
+    fail(invalid_argument(where + ": expected shape [" + std::to_string(rows) + ", " +
+                          std::to_string(cols) + "], found " + shape_to_string(e.shape)));
+    return {};
+  }
+  auto owner = ref.file->mapping();
+  Weight w;
+  switch (e.dtype) {
+    case DType::kF32: w = view_or_copy(ref.data(), rows, cols, WeightFormat::kF32, 4, owner); break;
+    case DType::kBF16: w = view_or_copy(ref.data(), rows, cols, WeightFormat::kBF16, 2, owner); break;
+    case DType::kF16: {
+      std::vector<float> values(static_cast<size_t>(rows * cols));
+      for (size_t i = 0; i < values.size(); ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, ref.data() + 2 * i, 2);
+        values[i] = f16_to_f32(bits);
+      }
+      w = weight_from_f32(std::move(values), rows, cols);
+      break;
+    }
+    case DType::kF8E4M3: {
+      const std::string scale_name = name + "_scale_inv";
+      const TensorRef sref = checkpoint_->find(scale_name);
+      const int64_t br = options_.fp8_block_rows, bc = options_.fp8_block_cols;
+      const int64_t srows = (rows + br - 1) / br, scols = (cols + bc - 1) / bc;
+      if (!allow_fp8) {
+        fail(unimplemented(where + ": F8_E4M3 is not supported for this tensor"));
+        return {};
+      }
+      if (sref.entry == nullptr) {
+        fail(not_found(where + ": F8_E4M3 weight without its block scales '" + scale_name + "'"));
+        return {};
+      }
+      if (sref.entry->dtype != DType::kF32 || sref.entry->shape.size() != 2 ||
+          sref.entry->shape[0] != srows || sref.entry->shape[1] != scols) {
+        fail(invalid_argument(sref.file->path() + ": tensor '" + scale_name + "': expected F32 [" +
+                              std::to_string(srows) + ", " + std::to_string(scols) + "], found " +
+                              std::string(dtype_name(sref.entry->dtype)) + " " +
+                              shape_to_string(sref.entry->shape)));
+        return {};
+      }
+      w = view_or_copy(ref.data(), rows, cols, WeightFormat::kF8Block, 1, owner);
+      Weight scales = view_or_copy(sref.data(), srows, scols, WeightFormat::kF32, 4, sref.file->mapping());
+      w.scale_inv = static_cast<const float*>(scales.data);
+      w.block_rows = br;
+      w.block_cols = bc;
+      // Both views must outlive the weight: hold the scales' owner next to the data's.
+      w.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(
+          w.storage, scales.storage);
+      break;
+    }
+    default:
+      fail(invalid_argument(where + ": dtype " + std::string(dtype_name(e.dtype)) +
+                            " is not a weight dtype (expected F32, BF16, F16 or F8_E4M3)"));
+      return {};
+  }
+  if (keep == Keep::kF32 || options_.dtype == ComputeDType::kF32) return weight_to_f32(w);
+  if (w.format == WeightFormat::kF8Block) return w;  // bf16 compute keeps FP8 checkpoints native
+  return weight_to_bf16(w);
+}
+
+Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t cols, bool fp8, Keep keep) {
+  const uint64_t seed = name_seed(name);
+  // Uniform with variance 1/cols keeps activations O(1) through any depth of random layers.
+  const float amplitude = std::sqrt(3.0f / static_cast<float>(cols));
+  const size_t n = static_cast<size_t>(rows * cols);
+  if (fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kBF16) {
+    const int64_t br = options_.fp8_block_rows, bc = options_.fp8_block_cols;
+    auto bytes = std::make_shared<std::vector<uint8_t>>(n);
+    for (size_t i = 0; i < n; ++i) bytes->at(i) = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f);
+    const int64_t srows = (rows + br - 1) / br, scols = (cols + bc - 1) / bc;
+    auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols), amplitude / 240.0f);
+    Weight w;
+    w.format = WeightFormat::kF8Block;
+    w.rows = rows;
+    w.cols = cols;
+    w.data = bytes->data();
+    w.scale_inv = scales->data();
+    w.block_rows = br;
+    w.block_cols = bc;
+    w.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(bytes, scales);
+    return w;
+  }
+  if (keep == Keep::kF32 || options_.dtype == ComputeDType::kF32) {
+    std::vector<float> values(n);
+    for (size_t i = 0; i < n; ++i) values[i] = unit_uniform(seed, i) * amplitude;
+    return weight_from_f32(std::move(values), rows, cols);
+  }
+  auto bits = std::make_shared<std::vector<uint16_t>>(n);
+  for (size_t i = 0; i < n; ++i) (*bits)[i] = f32_to_bf16(unit_uniform(seed, i) * amplitude);
+  Weight w;
+  w.format = WeightFormat::kBF16;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = bits->data();
+  w.storage = bits;
+  return w;
+}
+
+std::vector<float> WeightBinder::vector(const std::string& name, int64_t n, float dummy_value) {
+  bytes_bound_ += 4 * n;
+  if (!status_.ok()) return std::vector<float>(static_cast<size_t>(n), dummy_value);
+  if (options_.dummy_weights) return std::vector<float>(static_cast<size_t>(n), dummy_value);
+  const TensorRef ref = checkpoint_->find(name);
+  if (ref.entry == nullptr) {
+    fail(not_found("checkpoint is missing tensor '" + name + "' (expected shape [" + std::to_string(n) + "])"));
+    return {};
+  }
+  const TensorEntry& e = *ref.entry;
+  const std::string where = ref.file->path() + ": tensor '" + name + "'";
+  if (e.shape.size() != 1 || e.shape[0] != n) {
+    fail(invalid_argument(where + ": expected shape [" + std::to_string(n) + "], found " + shape_to_string(e.shape)));
+    return {};
+  }
+  std::vector<float> out(static_cast<size_t>(n));
+  const uint8_t* p = ref.data();
+  for (size_t i = 0; i < out.size(); ++i) {
+    switch (e.dtype) {
+      case DType::kF32: std::memcpy(&out[i], p + 4 * i, 4); break;
+      case DType::kBF16: {
+        uint16_t b;
+        std::memcpy(&b, p + 2 * i, 2);
+        out[i] = bf16_to_f32(b);
+        break;
+      }
+      case DType::kF16: {
+        uint16_t b;
+        std::memcpy(&b, p + 2 * i, 2);
+        out[i] = f16_to_f32(b);
+        break;
+      }
+      default:
+        fail(invalid_argument(where + ": dtype " + std::string(dtype_name(e.dtype)) +
+                              " is not supported here (expected F32, BF16 or F16)"));
+        return {};
+    }
+  }
+  return out;
+}
+
+}  // namespace seekserve

@@ -1,0 +1,82 @@
+// The interface every model family implements, and the shared decoder skeleton
+// (embedding -> layers -> final norm -> lm_head) that the family files fill in.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/status.h"
+#include "models/kv_cache.h"
+#include "model/weight.h"
+
+namespace seekserve {
+
+struct ModelInfo {
+  std::string architecture;       // e.g. "DeepseekV3ForCausalLM"
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t n_layers = 0;
+  int64_t max_positions = 0;      // max_position_embeddings: positions beyond are refused
+  std::optional<int32_t> bos_token_id;
+  std::vector<int32_t> eos_token_ids;  // from config.json and generation_config.json
+  int64_t weight_bytes = 0;       // bytes of all bound weights as held
+};
+
+// Called after the embedding (layer 0), each decoder layer (1..n) and the final norm (n+1)
+// with the residual stream [n_tokens, hidden_size] of the tokens in this call.
+using LayerObserver = std::function<void(int64_t layer, const float* hidden, int64_t n_tokens)>;
+
+struct ForwardRequest {
+  std::span<const int32_t> tokens;  // appended after what `cache` already holds
+  // Logits are produced for tokens[logits_from ...]; -1 means the last token only.
+  int64_t logits_from = -1;
+  LayerObserver observer;           // optional, for golden comparisons
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+  virtual const ModelInfo& info() const = 0;
+  // An empty cache sized for this model.
+  virtual KvCache new_cache() const = 0;
+  // Runs `request.tokens` at positions cache.n_tokens()..., appends their keys/values (or MLA
+  // latents) to `cache` and writes logits [n_rows, vocab_size] to *logits.
+  // Errors (token id out of range, context full) leave the cache unchanged.
+  virtual Status forward(const ForwardRequest& request, KvCache& cache, std::vector<float>* logits) = 0;
+};
+
+// Per-call state shared by every layer of one forward pass.
+struct ForwardContext {
+  int64_t n_tokens = 0;
+  std::vector<int32_t> positions;   // [n_tokens]
+  std::vector<float> rope_cos;      // [n_tokens, rotary_dim / 2]
+  std::vector<float> rope_sin;
+};
+
+// Embedding, final norm and lm_head around a stack of family-specific layers.
+class DecoderLM : public CausalLM {
+ public:
+  const ModelInfo& info() const override { return info_; }
+  Status forward(const ForwardRequest& request, KvCache& cache, std::vector<float>* logits) override;
+
+ protected:
+  DecoderLM(std::shared_ptr<Backend> backend, RopeFrequencies rope) : backend_(std::move(backend)), rope_(std::move(rope)) {}
+  // Runs decoder layer `layer` on hidden [n_tokens, hidden_size] in place.
+  virtual void run_layer(int64_t layer, float* hidden, const ForwardContext& ctx, KvCache& cache) = 0;
+
+  std::shared_ptr<Backend> backend_;
+  RopeFrequencies rope_;
+  ModelInfo info_;
+  Weight embed_tokens;            // [vocab_size, hidden_size]
+  std::vector<float> final_norm;  // [hidden_size]
+  float norm_eps = 1e-6f;
+  Weight lm_head;                 // [vocab_size, hidden_size]; the embedding when tied
+};
+
+}  // namespace seekserve

@@ -1,0 +1,46 @@
+// Loading a model: config.json -> architecture -> family factory -> bound weights.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/hf_config.h"
+#include "model/weight_binder.h"
+#include "models/causal_lm.h"
+
+namespace seekserve {
+
+struct LoadOptions {
+  std::string path;                          // model folder (or config.json with dummy weights)
+  ComputeDType dtype = ComputeDType::kF32;   // --dtype
+  bool dummy_weights = false;                // generate weights of the config's shapes
+  std::shared_ptr<Backend> backend;          // null: the reference backend
+};
+
+Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options);
+
+// The architectures load_model accepts, in the order they are listed in errors.
+std::vector<std::string> supported_architectures();
+
+// Parses "f32" / "bf16" (the --dtype values).
+Result<ComputeDType> parse_compute_dtype(const std::string& name);
+
+// --- for the family files ---------------------------------------------------------------
+
+// Fills the ModelInfo fields every family shares: vocab, hidden, layers, max positions, BOS and
+// EOS (config.json, then generation_config.json beside it, which wins as in transformers).
+void read_common_info(ConfigReader& config, ModelInfo* info);
+
+using ModelFactory = Result<std::unique_ptr<CausalLM>> (*)(ConfigReader& config, WeightBinder& binder,
+                                                          std::shared_ptr<Backend> backend);
+// The FP8 block size from quantization_config (DeepSeek-V3 format) into `options`; refuses other
+// quantization methods by name.
+Status read_quantization_config(ConfigReader& config, BindOptions* options);
+
+Result<std::unique_ptr<CausalLM>> make_deepseek(ConfigReader& config, WeightBinder& binder, std::shared_ptr<Backend> backend);
+Result<std::unique_ptr<CausalLM>> make_qwen2(ConfigReader& config, WeightBinder& binder, std::shared_ptr<Backend> backend);
+Result<std::unique_ptr<CausalLM>> make_llama(ConfigReader& config, WeightBinder& binder, std::shared_ptr<Backend> backend);
+
+}  // namespace seekserve
