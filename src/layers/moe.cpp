@@ -23,16 +23,21 @@ std::vector<int32_t> top_k_indices(const std::vector<float>& values, int64_t k) 
 }
 
 // Sets every expert outside the topk_group best groups to -inf. group_score(g) rates group g.
+// Returns the gap between the last kept and the best dropped group (+inf when none is dropped).
 template <typename GroupScore>
-void mask_to_best_groups(const MoeConfig& c, std::vector<float>* choice, GroupScore group_score) {
+float mask_to_best_groups(const MoeConfig& c, std::vector<float>* choice, GroupScore group_score) {
   const int64_t per_group = c.n_routed_experts / c.n_group;
   std::vector<float> scores(static_cast<size_t>(c.n_group));
   for (int64_t g = 0; g < c.n_group; ++g) scores[static_cast<size_t>(g)] = group_score(choice->data() + g * per_group, per_group);
   std::vector<bool> keep(static_cast<size_t>(c.n_group), false);
-  for (int32_t g : top_k_indices(scores, c.topk_group)) keep[static_cast<size_t>(g)] = true;
+  const std::vector<int32_t> ranked = top_k_indices(scores, std::min(c.topk_group + 1, c.n_group));
+  for (int64_t i = 0; i < c.topk_group; ++i) keep[static_cast<size_t>(ranked[static_cast<size_t>(i)])] = true;
   for (int64_t g = 0; g < c.n_group; ++g)
     if (!keep[static_cast<size_t>(g)])
       std::fill_n(choice->data() + g * per_group, per_group, -INFINITY);
+  if (c.topk_group >= c.n_group) return INFINITY;
+  return scores[static_cast<size_t>(ranked[static_cast<size_t>(c.topk_group - 1)])] -
+         scores[static_cast<size_t>(ranked[static_cast<size_t>(c.topk_group)])];
 }
 
 float sum_of_top2(const float* v, int64_t n) {
@@ -62,7 +67,7 @@ MoeWeights bind_moe(WeightBinder& binder, const std::string& p, const MoeConfig&
 }
 
 void route_tokens(const MoeConfig& c, const float* logits, int64_t n_tokens,
-                  const std::vector<float>& bias, int32_t* ids, float* weights) {
+                  const std::vector<float>& bias, int32_t* ids, float* weights, float* margins) {
   const int64_t E = c.n_routed_experts;
   std::vector<float> scores(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -77,15 +82,22 @@ void route_tokens(const MoeConfig& c, const float* logits, int64_t n_tokens,
     }
     // `choice` ranks experts; the weights always come from the unbiased scores.
     choice = scores;
+    float group_gap = INFINITY;
     switch (c.topk_method) {
       case MoeTopkMethod::kGreedy: break;
-      case MoeTopkMethod::kGroupLimitedGreedy: mask_to_best_groups(c, &choice, max_of); break;
+      case MoeTopkMethod::kGroupLimitedGreedy: group_gap = mask_to_best_groups(c, &choice, max_of); break;
       case MoeTopkMethod::kNoauxTc:
         for (int64_t e = 0; e < E; ++e) choice[static_cast<size_t>(e)] += bias.empty() ? 0.0f : bias[static_cast<size_t>(e)];
-        mask_to_best_groups(c, &choice, sum_of_top2);
+        group_gap = mask_to_best_groups(c, &choice, sum_of_top2);
         break;
     }
-    const std::vector<int32_t> chosen = top_k_indices(choice, c.top_k);
+    const std::vector<int32_t> chosen = top_k_indices(choice, std::min(c.top_k + 1, E));
+    if (margins != nullptr) {
+      const float expert_gap = c.top_k < E ? choice[static_cast<size_t>(chosen[static_cast<size_t>(c.top_k - 1)])] -
+                                                 choice[static_cast<size_t>(chosen[static_cast<size_t>(c.top_k)])]
+                                           : INFINITY;
+      margins[t] = std::min(group_gap, expert_gap);
+    }
     float sum = 0.0f;
     for (int64_t j = 0; j < c.top_k; ++j) {
       ids[t * c.top_k + j] = chosen[static_cast<size_t>(j)];
@@ -104,13 +116,17 @@ void route_tokens(const MoeConfig& c, const float* logits, int64_t n_tokens,
 }
 
 void moe_forward(Backend& backend, const MoeConfig& c, const MoeWeights& w, const float* x,
-                 int64_t n_tokens, float* out) {
+                 const ForwardContext& ctx, int64_t layer, float* out) {
+  const int64_t n_tokens = ctx.n_tokens;
   const int64_t E = c.n_routed_experts, D = c.hidden_size;
   std::vector<float> logits(static_cast<size_t>(n_tokens * E));
   backend.matmul(w.router, x, D, n_tokens, logits.data(), E);
   std::vector<int32_t> ids(static_cast<size_t>(n_tokens * c.top_k));
   std::vector<float> weights(static_cast<size_t>(n_tokens * c.top_k));
-  route_tokens(c, logits.data(), n_tokens, w.correction_bias, ids.data(), weights.data());
+  std::vector<float> margins(ctx.on_routing ? static_cast<size_t>(n_tokens) : 0);
+  route_tokens(c, logits.data(), n_tokens, w.correction_bias, ids.data(), weights.data(),
+               ctx.on_routing ? margins.data() : nullptr);
+  if (ctx.on_routing) (*ctx.on_routing)(layer, n_tokens, c.top_k, ids.data(), margins.data());
 
   if (c.n_shared_experts > 0) swiglu_forward(backend, w.shared, x, n_tokens, out);
   else std::fill_n(out, n_tokens * D, 0.0f);

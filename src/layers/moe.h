@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "model/weight_binder.h"
+#include "models/causal_lm.h"
 
 namespace seekserve {
 
@@ -42,12 +43,16 @@ struct MoeWeights {
 MoeWeights bind_moe(WeightBinder& binder, const std::string& prefix, const MoeConfig& config);
 
 // Picks experts from router logits [n_tokens, n_routed_experts] (float32).
-// Writes ids and weights, each [n_tokens, top_k]. `correction_bias` may be empty.
+// Writes ids and weights, each [n_tokens, top_k]. `correction_bias` may be empty. When
+// `margins` is not null it receives, per token, the smallest gap between a kept and a rejected
+// candidate (experts by their ranking score, and groups by their group score).
 void route_tokens(const MoeConfig& config, const float* router_logits, int64_t n_tokens,
-                  const std::vector<float>& correction_bias, int32_t* ids, float* weights);
+                  const std::vector<float>& correction_bias, int32_t* ids, float* weights,
+                  float* margins = nullptr);
 
 // out[t] = shared(x[t]) + sum_j w[t][j] * expert_j(x[t]); x, out: [n_tokens, hidden].
+// Reports the routing of layer `layer` to ctx.on_routing when set.
 void moe_forward(Backend& backend, const MoeConfig& config, const MoeWeights& w, const float* x,
-                 int64_t n_tokens, float* out);
+                 const ForwardContext& ctx, int64_t layer, float* out);
 
 }  // namespace seekserve

@@ -23,6 +23,7 @@ Status DecoderLM::forward(const ForwardRequest& request, KvCache& cache, std::ve
   ctx.positions.resize(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) ctx.positions[static_cast<size_t>(i)] = static_cast<int32_t>(start + i);
   rope_cos_sin(rope_, ctx.positions, &ctx.rope_cos, &ctx.rope_sin);
+  if (request.on_routing) ctx.on_routing = &request.on_routing;
 
   const int64_t H = info_.hidden_size;
   std::vector<float> hidden(static_cast<size_t>(n * H));  // [n, H] residual stream

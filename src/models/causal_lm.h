@@ -32,11 +32,18 @@ struct ModelInfo {
 // with the residual stream [n_tokens, hidden_size] of the tokens in this call.
 using LayerObserver = std::function<void(int64_t layer, const float* hidden, int64_t n_tokens)>;
 
+// Called by every MoE layer with its routing decisions: ids [n_tokens, top_k] and, per token,
+// the score gap that separated the chosen experts (and groups) from the best rejected one.
+// Small gaps mark near-ties that a change of precision may flip.
+using RoutingObserver = std::function<void(int64_t layer, int64_t n_tokens, int64_t top_k, const int32_t* ids,
+                                           const float* margins)>;
+
 struct ForwardRequest {
   std::span<const int32_t> tokens;  // appended after what `cache` already holds
   // Logits are produced for tokens[logits_from ...]; -1 means the last token only.
   int64_t logits_from = -1;
   LayerObserver observer;           // optional, for golden comparisons
+  RoutingObserver on_routing;       // optional: MoE routing decisions (tests, expert-load stats)
 };
 
 class CausalLM {
@@ -57,6 +64,7 @@ struct ForwardContext {
   std::vector<int32_t> positions;   // [n_tokens]
   std::vector<float> rope_cos;      // [n_tokens, rotary_dim / 2]
   std::vector<float> rope_sin;
+  const RoutingObserver* on_routing = nullptr;  // from the request, may be null
 };
 
 // Embedding, final norm and lm_head around a stack of family-specific layers.

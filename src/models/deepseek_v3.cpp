@@ -83,7 +83,7 @@ class DeepseekLM final : public DecoderLM {
     mla_forward(*backend_, config_.mla, layer.attention, normed.data(), ctx, cache, i, delta.data());
     backend_->add(delta.data(), n * D, hidden);
     backend_->rms_norm(hidden, D, layer.post_attention_norm.data(), n, D, norm_eps, normed.data(), D);
-    if (config_.is_moe_layer(i)) moe_forward(*backend_, config_.moe, layer.moe, normed.data(), n, delta.data());
+    if (config_.is_moe_layer(i)) moe_forward(*backend_, config_.moe, layer.moe, normed.data(), ctx, i, delta.data());
     else swiglu_forward(*backend_, layer.mlp, normed.data(), n, delta.data());
     backend_->add(delta.data(), n * D, hidden);
   }

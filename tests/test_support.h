@@ -1,0 +1,61 @@
+// Helpers shared by the test binaries: fixture paths and golden-file access.
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "loader/safetensors.h"
+
+namespace seekserve::testing {
+
+// The repository root (set by CMake).
+inline std::string source_dir() { return SEEKSERVE_SOURCE_DIR; }
+inline std::string fixtures_dir() { return source_dir() + "/tests/fixtures"; }
+// ../shared beside the checkout, when present (developers and CI have it; users may not).
+inline std::string shared_dir() { return source_dir() + "/../shared"; }
+inline bool have_shared() { return std::filesystem::exists(shared_dir() + "/fixtures/models"); }
+
+// Folder of a fixture model: models/ for the bundled one, tests/fixtures/models otherwise,
+// ../shared for the large tiny-qwen2. Empty when absent.
+std::string model_dir(const std::string& name);
+
+// A golden_<model>.safetensors file: typed access by tensor name.
+class Golden {
+ public:
+  explicit Golden(const std::string& model);
+  bool ok() const { return file_ != nullptr; }
+  bool has(const std::string& name) const { return file_->find(name) != nullptr; }
+  std::vector<int32_t> ints(const std::string& name) const;
+  std::vector<float> floats(const std::string& name) const;
+  std::vector<int64_t> shape(const std::string& name) const;
+  // Prompt names p0, p1, ... present in the file.
+  std::vector<std::string> prompts() const;
+
+ private:
+  std::shared_ptr<SafetensorsFile> file_;
+};
+
+// A tensor to write into a test checkpoint.
+struct RawTensor {
+  std::string name;
+  std::string dtype;  // safetensors spelling
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+// All tensors of a checkpoint folder, bytes copied out (for building broken variants).
+std::vector<RawTensor> read_all_tensors(const std::string& model_dir);
+// Writes a safetensors file, offsets packed in the given order.
+void write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors);
+// A fresh empty folder under the system temp dir.
+std::string make_temp_dir(const std::string& tag);
+
+// ||a - b|| / ||b||.
+double relative_l2(const float* a, const float* b, size_t n);
+
+// Top-1 minus top-2 value.
+float top2_margin(const float* logits, int64_t n);
+
+}  // namespace seekserve::testing
