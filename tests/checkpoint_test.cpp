@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+
+#include "core/dtype.h"
 
 #include "models/model_loader.h"
 #include "test_support.h"
@@ -51,6 +54,49 @@ class CheckpointTest : public ::testing::Test {
 TEST_F(CheckpointTest, LoadsRewrittenCopy) {
   write(tensors_);
   EXPECT_TRUE(load().ok());
+}
+
+// The same weights stored as F32 and F16 load to the same model (bf16 values are exact in both).
+TEST_F(CheckpointTest, LoadsF32AndF16Checkpoints) {
+  auto logits_of = [&](const std::string& dir) {
+    LoadOptions options;
+    options.path = dir;
+    auto model = load_model(options);
+    EXPECT_TRUE(model.ok()) << model.status().to_string();
+    KvCache cache = (*model)->new_cache();
+    const std::vector<int32_t> ids = {0, 9, 77, 300};
+    ForwardRequest request;
+    request.tokens = ids;
+    request.logits_from = 0;
+    std::vector<float> logits;
+    EXPECT_TRUE((*model)->forward(request, cache, &logits).ok());
+    return logits;
+  };
+  const std::vector<float> expected = logits_of(source_);
+  for (const char* dtype : {"F32", "F16"}) {
+    SCOPED_TRACE(dtype);
+    std::vector<testing::RawTensor> converted = tensors_;
+    for (auto& t : converted) {
+      std::vector<uint8_t> bytes;
+      for (size_t i = 0; i + 1 < t.bytes.size(); i += 2) {
+        const float v = bf16_to_f32(static_cast<uint16_t>(t.bytes[i] | (t.bytes[i + 1] << 8)));
+        uint8_t b[4];
+        if (std::string(dtype) == "F32") {
+          std::memcpy(b, &v, 4);
+          bytes.insert(bytes.end(), b, b + 4);
+        } else {
+          const _Float16 h = static_cast<_Float16>(v);
+          std::memcpy(b, &h, 2);
+          bytes.insert(bytes.end(), b, b + 2);
+        }
+      }
+      t.bytes = bytes;
+      t.dtype = dtype;
+    }
+    write(converted);
+    const std::vector<float> logits = logits_of(dir_);
+    EXPECT_LE(testing::relative_l2(logits.data(), expected.data(), expected.size()), std::string(dtype) == "F32" ? 1e-7 : 1e-3);
+  }
 }
 
 TEST_F(CheckpointTest, RejectsMissingTensorByName) {

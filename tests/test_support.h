@@ -15,6 +15,8 @@ inline std::string source_dir() { return SEEKSERVE_SOURCE_DIR; }
 inline std::string fixtures_dir() { return source_dir() + "/tests/fixtures"; }
 // ../shared beside the checkout, when present (developers and CI have it; users may not).
 inline std::string shared_dir() { return source_dir() + "/../shared"; }
+// Unpacked real tokenizers (build tree): <dir>/deepseek_v3, <dir>/qwen3.
+inline std::string tokenizers_dir() { return SEEKSERVE_TOKENIZERS_DIR; }
 inline bool have_shared() { return std::filesystem::exists(shared_dir() + "/fixtures/models"); }
 
 // Folder of a fixture model: models/ for the bundled one, tests/fixtures/models otherwise,
