@@ -296,7 +296,7 @@ class Parser {
       SS_ASSIGN_OR_RETURN(auto stmt, parse_statement());
       if (stmt) body.push_back(std::move(stmt));
     }
-    if (!ends.empty()) return error_at(src_, src_.size(), "template ended while looking for {% " + ends.front() + " %}");
+    if (!ends.empty()) return error_at(src_, src_.size(), "template ended while looking for {% " + ends.back() + " %}");
     return body;
   }
 
