@@ -5,7 +5,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "chat/chat_template.h"
 #include "cli/commands.h"
+#include "tokenizer/streaming.h"
 #include "engine/generator.h"
 #include "models/model_loader.h"
 
@@ -28,28 +30,26 @@ struct GenerateFlags {
   std::string dtype = "f32";
   bool json = false;
   bool dummy_weights = false;
+  bool chat = false;                // --prompt is a user message: apply the chat template
+  std::vector<std::string> stop;    // stop strings
 };
 
-Result<std::vector<int32_t>> parse_id_list(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::string s = text;
-  for (char& c : s)
-    if (c == '[' || c == ']' || c == ',') c = ' ';
-  std::istringstream in(s);
-  std::string item;
-  while (in >> item) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (...) {
-      used = 0;
-    }
-    if (used != item.size() || v < 0 || v > INT32_MAX) return invalid_argument("--prompt-ids: '" + item + "' is not a token id");
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  if (ids.empty()) return invalid_argument("--prompt-ids holds no token ids");
-  return ids;
+// Tokenizes --prompt (as a chat turn with --chat); reports whether the template opened a
+// reasoning block so the output can be split.
+Result<std::vector<int32_t>> tokenize_prompt(const GenerateFlags& f, const Tokenizer& tokenizer, bool* in_reasoning) {
+  *in_reasoning = false;
+  if (!f.chat) return tokenizer.encode(f.prompt, /*add_special_tokens=*/true);
+  const TokenizerSettings& settings = tokenizer.settings();
+  if (settings.chat_template.empty()) return not_found(f.model + ": --chat needs a chat_template in tokenizer_config.json");
+  SS_ASSIGN_OR_RETURN(ChatTemplate tmpl, ChatTemplate::compile(settings.chat_template));
+  ChatTemplateInputs inputs;
+  inputs.messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", f.prompt}}});
+  inputs.add_generation_prompt = true;
+  inputs.bos_token = settings.bos_token;
+  inputs.eos_token = settings.eos_token;
+  SS_ASSIGN_OR_RETURN(std::string text, tmpl.render(inputs));
+  *in_reasoning = tmpl.opens_reasoning(inputs);
+  return tokenizer.encode(text, /*add_special_tokens=*/false);
 }
 
 // Sampling defaults come from generation_config.json (as transformers does); flags override.
@@ -78,10 +78,18 @@ SamplingParams sampling_from(const GenerateFlags& f) {
 int run_generate(const GenerateFlags& f) {
   if (f.prompt.empty() == f.prompt_ids.empty())
     return report_error(invalid_argument("give exactly one of --prompt and --prompt-ids"));
-  if (!f.prompt.empty())
-    return report_error(unimplemented("--prompt needs the tokenizer, which this build does not have yet; use --prompt-ids"));
-  auto prompt = parse_id_list(f.prompt_ids);
+  // The tokenizer is optional with --prompt-ids (config-only folders have none).
+  std::shared_ptr<const Tokenizer> tokenizer;
+  if (!f.prompt.empty() || std::filesystem::exists(std::filesystem::path(f.model) / "tokenizer.json")) {
+    auto loaded = Tokenizer::load(std::filesystem::is_directory(f.model) ? f.model : std::filesystem::path(f.model).parent_path().string());
+    if (!loaded.ok()) return report_error(loaded.status());
+    tokenizer = *loaded;
+  }
+  bool in_reasoning = false;
+  Result<std::vector<int32_t>> prompt = f.prompt.empty() ? parse_token_ids(f.prompt_ids, "--prompt-ids")
+                                                         : tokenize_prompt(f, *tokenizer, &in_reasoning);
   if (!prompt.ok()) return report_error(prompt.status());
+  if (prompt->empty()) return report_error(invalid_argument(f.prompt.empty() ? "--prompt-ids holds no token ids" : "--prompt is empty"));
   auto dtype = parse_compute_dtype(f.dtype);
   if (!dtype.ok()) return report_error(dtype.status());
 
@@ -97,20 +105,58 @@ int run_generate(const GenerateFlags& f) {
   options.ignore_eos = f.ignore_eos;
   options.logits_tail = f.logits_tail;
   options.sampling = sampling_from(f);
+
+  // Text streams out as tokens arrive: whole characters only, stop strings held back.
+  std::optional<StreamDecoder> stream;
+  StopMatcher stop(f.stop);
+  std::string text;
+  if (tokenizer) stream.emplace(*tokenizer, /*skip_special_tokens=*/true);
+  if (!f.stop.empty() && !tokenizer) return report_error(invalid_argument("--stop needs the model's tokenizer"));
+  const auto& eos = (*model)->info().eos_token_ids;
+  options.on_token = [&](int32_t token) {
+    if (!stream) return true;
+    if (!f.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) return true;
+    const std::string piece = stop.feed(stream->add(token));
+    text += piece;
+    if (!f.json) {
+      std::cout << piece;
+      std::cout.flush();
+    }
+    return !stop.stopped();
+  };
+  if (!f.json && tokenizer && !f.prompt.empty() && !f.chat) std::cout << f.prompt;
   auto result = generate(**model, *prompt, options);
   if (!result.ok()) return report_error(result.status());
+  if (stream && !stop.stopped()) {
+    const std::string rest = stop.feed(stream->finish()) + stop.finish();
+    text += rest;
+    if (!f.json) std::cout << rest;
+  }
 
   if (f.json) {
     nlohmann::json out;
     out["prompt_ids"] = *prompt;
     out["tokens"] = result->tokens;
     out["finish_reason"] = result->finish_reason;
+    if (tokenizer) {
+      if (in_reasoning || tokenizer->token_to_id("<think>")) {
+        ReasoningSplitter splitter(in_reasoning);
+        auto a = splitter.feed(text), b = splitter.finish();
+        if (!(a.reasoning + b.reasoning).empty() || in_reasoning) out["reasoning_content"] = a.reasoning + b.reasoning;
+        out["text"] = a.content + b.content;
+      } else {
+        out["text"] = text;
+      }
+    }
     if (f.logits_tail > 0) out["logits_tail"] = result->logits_tail;
     std::cout << out.dump() << "\n";
   } else {
-    std::string ids;
-    for (int32_t t : result->tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
-    std::cout << ids << "\n";
+    if (!tokenizer) {
+      std::string ids;
+      for (int32_t t : result->tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
+      std::cout << ids;
+    }
+    std::cout << "\n";
     const double n = static_cast<double>(result->tokens.size());
     std::fprintf(stderr, "[%zu prompt tokens in %.3f s, %zu generated in %.3f s (%.1f tok/s), finish: %s]\n",
                  prompt->size(), result->prefill_seconds, result->tokens.size(), result->decode_seconds,
@@ -138,6 +184,8 @@ CommandMain add_generate_command(CLI::App& app) {
   cmd->add_option("--dtype", flags->dtype, "weight and compute precision: f32 (reference) or bf16");
   cmd->add_flag("--json", flags->json, "print one JSON object");
   cmd->add_flag("--dummy-weights", flags->dummy_weights, "generate weights of the config's shapes");
+  cmd->add_flag("--chat", flags->chat, "treat --prompt as a user message and apply the chat template");
+  cmd->add_option("--stop", flags->stop, "stop when this text appears (repeatable)");
   return [cmd, flags]() -> int { return cmd->parsed() ? run_generate(*flags) : -1; };
 }
 

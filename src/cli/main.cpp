@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<seekserve::CommandMain> mains;
   mains.push_back(seekserve::add_generate_command(app));
+  mains.push_back(seekserve::add_tokenize_command(app));
+  mains.push_back(seekserve::add_chat_template_command(app));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -50,6 +50,10 @@ Result<GenerateResult> generate(CausalLM& model, std::span<const int32_t> prompt
       result.finish_reason = "stop";
       break;
     }
+    if (options.on_token && !options.on_token(token)) {
+      result.finish_reason = "stop";
+      break;
+    }
     if (step + 1 == budget) break;
     ForwardRequest decode;
     decode.tokens = std::span<const int32_t>(&result.tokens.back(), 1);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,6 +18,9 @@ struct GenerateOptions {
   bool ignore_eos = false;      // keep going past EOS
   SamplingParams sampling;
   int64_t logits_tail = 0;      // also return the float32 logits of the last K prompt positions
+  // Called with each generated token as soon as it is sampled; returning false stops generation
+  // (finish reason "stop"), e.g. when a stop string completes.
+  std::function<bool(int32_t token)> on_token;
 };
 
 struct GenerateResult {

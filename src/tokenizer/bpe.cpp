@@ -38,9 +38,53 @@ std::string byte_level_to_bytes(const std::string& text) {
   return out;
 }
 
+// Token text -> id over texts that outlive it: a flat open-addressing table (8 bytes a slot,
+// a hash tag to skip most string compares). Building the merge table does three lookups per
+// merge, so this is most of tokenizer.json's load time.
+class TextIndex {
+ public:
+  explicit TextIndex(const std::vector<std::string>& texts) : texts_(texts) {
+    size_t capacity = 16;
+    while (capacity < texts.size() * 2) capacity *= 2;
+    slots_.assign(capacity, Slot{0, -1});
+    mask_ = capacity - 1;
+    for (size_t id = 0; id < texts.size(); ++id)
+      if (!texts[id].empty() && find(texts[id]) < 0) insert(texts[id], static_cast<int32_t>(id));
+  }
+  int32_t find(std::string_view text) const {
+    const uint64_t h = hash(text);
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    for (uint64_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.id < 0) return -1;
+      if (s.tag == tag && texts_[static_cast<size_t>(s.id)] == text) return s.id;
+    }
+  }
+
+ private:
+  struct Slot {
+    uint32_t tag;
+    int32_t id;
+  };
+  static uint64_t hash(std::string_view s) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
+    return hash_key(h);
+  }
+  void insert(std::string_view text, int32_t id) {
+    const uint64_t h = hash(text);
+    uint64_t i = h & mask_;
+    while (slots_[i].id >= 0) i = (i + 1) & mask_;
+    slots_[i] = Slot{static_cast<uint32_t>(h >> 32), id};
+  }
+  const std::vector<std::string>& texts_;
+  std::vector<Slot> slots_;
+  uint64_t mask_ = 0;
+};
+
 }  // namespace
 
-Status BpeModel::build(const std::vector<std::pair<std::string, int32_t>>& vocab,
+Status BpeModel::build(std::vector<std::pair<std::string, int32_t>> vocab,
                        const std::vector<std::pair<std::string, std::string>>& merges, bool ignore_merges) {
   ignore_merges_ = ignore_merges;
   int32_t max_id = -1;
@@ -50,22 +94,22 @@ Status BpeModel::build(const std::vector<std::pair<std::string, int32_t>>& vocab
   }
   bytes_.assign(static_cast<size_t>(max_id + 1), std::string());
   texts_.assign(static_cast<size_t>(max_id + 1), std::string());
-  std::unordered_map<std::string, int32_t> id_of_text;
-  id_of_text.reserve(vocab.size());
-  id_of_bytes_.reserve(vocab.size());
-  for (const auto& [text, id] : vocab) {
-    texts_[static_cast<size_t>(id)] = text;
+  for (auto& [text, id] : vocab) {
     bytes_[static_cast<size_t>(id)] = byte_level_to_bytes(text);
-    id_of_text.emplace(text, id);
-    id_of_bytes_.emplace(bytes_[static_cast<size_t>(id)], id);
+    texts_[static_cast<size_t>(id)] = std::move(text);
+  }
+  const TextIndex id_of_text(texts_);
+  if (ignore_merges) {
+    id_of_bytes_.reserve(texts_.size());
+    for (size_t id = 0; id < bytes_.size(); ++id)
+      if (!texts_[id].empty()) id_of_bytes_.emplace(bytes_[id], static_cast<int32_t>(id));
   }
   byte_id_.fill(-1);
   const ByteLevelAlphabet& alphabet = byte_level_alphabet();
   for (int b = 0; b < 256; ++b) {
     std::string ch;
     append_utf8(alphabet.byte_to_char[static_cast<size_t>(b)], &ch);
-    auto it = id_of_text.find(ch);
-    if (it != id_of_text.end()) byte_id_[static_cast<size_t>(b)] = it->second;
+    byte_id_[static_cast<size_t>(b)] = id_of_text.find(ch);
   }
 
   size_t capacity = 16;
@@ -73,17 +117,20 @@ Status BpeModel::build(const std::vector<std::pair<std::string, int32_t>>& vocab
   merge_keys_.assign(capacity, kEmptyKey);
   merge_values_.assign(capacity, Merge{0, 0});
   merge_mask_ = capacity - 1;
+  std::string joined;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [a, b] = merges[rank];
-    auto ia = id_of_text.find(a), ib = id_of_text.find(b), im = id_of_text.find(a + b);
-    if (ia == id_of_text.end() || ib == id_of_text.end() || im == id_of_text.end())
+    joined.assign(a);
+    joined += b;
+    const int32_t ia = id_of_text.find(a), ib = id_of_text.find(b), im = id_of_text.find(joined);
+    if (ia < 0 || ib < 0 || im < 0)
       return invalid_argument("merge " + std::to_string(rank) + " ('" + a + "' '" + b + "') uses a token missing from the vocabulary");
-    const uint64_t key = pair_key(ia->second, ib->second);
+    const uint64_t key = pair_key(ia, ib);
     uint64_t slot = hash_key(key) & merge_mask_;
     while (merge_keys_[slot] != kEmptyKey && merge_keys_[slot] != key) slot = (slot + 1) & merge_mask_;
     if (merge_keys_[slot] == key) continue;  // a repeated merge keeps its first (best) rank
     merge_keys_[slot] = key;
-    merge_values_[slot] = Merge{static_cast<uint32_t>(rank), im->second};
+    merge_values_[slot] = Merge{static_cast<uint32_t>(rank), im};
   }
   return Status::Ok();
 }

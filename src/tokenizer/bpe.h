@@ -17,7 +17,7 @@ class BpeModel {
  public:
   // vocab: token text in the byte-level alphabet -> id. merges: pairs of token texts, rank =
   // position. ignore_merges: a pre-token that is itself in the vocabulary maps to it directly.
-  Status build(const std::vector<std::pair<std::string, int32_t>>& vocab,
+  Status build(std::vector<std::pair<std::string, int32_t>> vocab,
                const std::vector<std::pair<std::string, std::string>>& merges, bool ignore_merges);
 
   // Appends the ids of one pre-token given as raw bytes.

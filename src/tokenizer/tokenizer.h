@@ -90,6 +90,9 @@ class Tokenizer {
   void split_added(std::string_view text, bool normalized_pass, std::vector<std::pair<std::string, int32_t>>* out) const;
   void encode_segment(std::string_view text, std::vector<int32_t>* out) const;
 
+  // Streamed out of tokenizer.json by the parser, consumed by parse_model.
+  std::vector<std::pair<std::string, int32_t>> vocab_;
+  std::vector<std::pair<std::string, std::string>> merges_;
   BpeModel bpe_;
   Normalizer normalizer_ = Normalizer::kNone;
   std::vector<PreStep> pre_steps_;
