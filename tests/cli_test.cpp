@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "test_support.h"
+#include "tokenizer/tokenizer.h"
 
 namespace seekserve {
 namespace {
@@ -109,6 +110,111 @@ TEST(CliTest, BadInputGetsAClearErrorAndExitCode) {
     EXPECT_NE(r.err.find(c.fragment), std::string::npos) << c.args << "\n" << r.err;
     EXPECT_TRUE(r.out.empty()) << r.out;
   }
+}
+
+}  // namespace
+}  // namespace seekserve
+
+namespace seekserve {
+namespace {
+
+// Runs with `input` on stdin.
+CommandRun run_with_input(const std::string& args, const std::string& input) {
+  const std::string dir = testing::make_temp_dir("stdin");
+  std::ofstream(dir + "/in", std::ios::binary) << input;
+  return run(args + " < " + dir + "/in");
+}
+
+const std::string kDeepseekTokenizer = testing::tokenizers_dir() + "/deepseek_v3";
+
+TEST(CliTest, TokenizeMatchesGoldenIds) {
+  std::ifstream in(testing::fixtures_dir() + "/goldens/tokenizer_deepseek_v3.golden.json");
+  const auto golden = nlohmann::json::parse(in);
+  int checked = 0;
+  for (const auto& c : golden["cases"]) {
+    const std::string text = c["text"];
+    if (text.empty() || checked >= 8) continue;
+    const CommandRun r = run_with_input("tokenize --model " + kDeepseekTokenizer + " --add-special-tokens --json", text);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["ids"].get<std::vector<int32_t>>(), c["ids_with_bos"].get<std::vector<int32_t>>()) << text;
+    const CommandRun plain = run_with_input("tokenize --model " + kDeepseekTokenizer, text);
+    EXPECT_EQ(plain.out, ids_arg(c["ids"].get<std::vector<int32_t>>()) + "\n");
+    const CommandRun back = run_with_input("tokenize --model " + kDeepseekTokenizer + " --decode", nlohmann::json(c["ids"]).dump());
+    EXPECT_EQ(back.out, c["decoded"].get<std::string>());
+    ++checked;
+  }
+  EXPECT_EQ(checked, 8);
+}
+
+TEST(CliTest, ChatTemplateMatchesGolden) {
+  std::ifstream in(testing::fixtures_dir() + "/goldens/tokenizer_qwen3.golden.json");
+  const auto golden = nlohmann::ordered_json::parse(in);
+  for (const auto& c : golden["chat"]) {
+    const std::string flags = c["add_generation_prompt"].get<bool>() ? " --add-generation-prompt" : "";
+    const CommandRun r = run_with_input("chat-template --model " + testing::tokenizers_dir() + "/qwen3 --json" + flags, c["messages"].dump());
+    if (c.contains("error")) {
+      EXPECT_EQ(r.exit_code, 2) << r.out;
+      EXPECT_NE(r.err.find("NoneType"), std::string::npos) << r.err;
+      continue;
+    }
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto out = nlohmann::json::parse(r.out);
+    EXPECT_EQ(out["text"], c["text"]);
+    EXPECT_EQ(out["ids"], c["ids"]);
+  }
+}
+
+TEST(CliTest, TokenizerCommandsRefuseBadInput) {
+  CommandRun r = run_with_input("tokenize --model " + kDeepseekTokenizer + " --decode", "1, two");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'two' is not a token id"), std::string::npos) << r.err;
+  r = run_with_input("tokenize --model " + kDeepseekTokenizer + " --decode", "[999999999]");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not in the vocabulary"), std::string::npos) << r.err;
+  r = run_with_input("chat-template --model " + kDeepseekTokenizer, "{not json");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("JSON array of messages"), std::string::npos) << r.err;
+  r = run_with_input("tokenize --model /nonexistent", "x");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/nonexistent/tokenizer.json"), std::string::npos) << r.err;
+}
+
+TEST(CliTest, GenerateFromTextPrompt) {
+  // The prompt text tokenizes (with BOS) to golden prompt p1 of tiny-deepseek-v3, so the greedy
+  // continuation must be the golden one; its text is the decode of those ids.
+  testing::Golden golden("tiny-deepseek-v3");
+  const auto ids = golden.ints("p1.ids");
+  auto tokenizer = Tokenizer::load(kBundled);
+  ASSERT_TRUE(tokenizer.ok());
+  const std::string prompt = (*tokenizer)->decode(ids, /*skip_special_tokens=*/true);
+  ASSERT_EQ((*tokenizer)->encode(prompt, true), ids);
+  const CommandRun r = run("generate --model " + kBundled + " --prompt '" + prompt + "' --max-tokens 24 --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto out = nlohmann::json::parse(r.out);
+  const auto greedy = golden.ints("p1.greedy");
+  EXPECT_EQ(out["prompt_ids"].get<std::vector<int32_t>>(), ids);
+  EXPECT_EQ(out["tokens"].get<std::vector<int32_t>>(), greedy);
+  EXPECT_EQ(out["text"].get<std::string>(), (*tokenizer)->decode(greedy, true));
+
+  // Plain output streams the prompt and the same continuation.
+  const CommandRun plain = run("generate --model " + kBundled + " --prompt '" + prompt + "' --max-tokens 24 --temperature 0 --ignore-eos");
+  EXPECT_EQ(plain.out, prompt + (*tokenizer)->decode(greedy, true) + "\n");
+}
+
+TEST(CliTest, GenerateStopsAtAStopString) {
+  testing::Golden golden("tiny-deepseek-v3");
+  auto tokenizer = Tokenizer::load(kBundled);
+  ASSERT_TRUE(tokenizer.ok());
+  const auto ids = golden.ints("p1.ids");
+  const std::string prompt = (*tokenizer)->decode(ids, true);
+  const std::string full = (*tokenizer)->decode(golden.ints("p1.greedy"), true);
+  const std::string stop = full.substr(full.size() / 2, 3);
+  const CommandRun r = run("generate --model " + kBundled + " --prompt '" + prompt +
+                           "' --max-tokens 24 --temperature 0 --ignore-eos --json --stop '" + stop + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto out = nlohmann::json::parse(r.out);
+  EXPECT_EQ(out["text"].get<std::string>(), full.substr(0, full.find(stop)));
+  EXPECT_EQ(out["finish_reason"], "stop");
 }
 
 }  // namespace
