@@ -156,7 +156,7 @@ int run_generate(const GenerateFlags& f) {
       for (int32_t t : result->tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
       std::cout << ids;
     }
-    std::cout << "\n";
+    std::cout << std::endl;  // flush before the stats line on stderr
     const double n = static_cast<double>(result->tokens.size());
     std::fprintf(stderr, "[%zu prompt tokens in %.3f s, %zu generated in %.3f s (%.1f tok/s), finish: %s]\n",
                  prompt->size(), result->prefill_seconds, result->tokens.size(), result->decode_seconds,
