@@ -84,6 +84,11 @@ class Backend {
                     int64_t rotary_dim, const float* cos, const float* sin, RopePairing pairing) = 0;
   // out[i] = silu(gate[i]) * up[i] for i < n.
   virtual void silu_mul(const float* gate, const float* up, int64_t n, float* out) = 0;
+  // out[t] = table[ids[t]] as float32; out: [n_tokens, table.cols]. Ids are valid (checked by the caller).
+  virtual void embedding(const Weight& table, const int32_t* ids, int64_t n_tokens, float* out) = 0;
+  // dst row r = src row r for r < n_rows, `width` floats each (gathers strided slices).
+  virtual void copy_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, float* dst,
+                         int64_t dst_stride) = 0;
   // y[i] += x[i] for i < n (residual connections).
   virtual void add(const float* x, int64_t n, float* y) = 0;
   // y[t][d] += bias[d] for t < n_tokens, d < dim; rows y_stride apart.

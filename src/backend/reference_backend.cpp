@@ -105,6 +105,15 @@ class ReferenceBackend final : public Backend {
     }
   }
 
+  void embedding(const Weight& table, const int32_t* ids, int64_t n_tokens, float* out) override {
+    for (int64_t t = 0; t < n_tokens; ++t) table.row_to_f32(ids[t], out + t * table.cols);
+  }
+
+  void copy_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, float* dst,
+                 int64_t dst_stride) override {
+    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + r * dst_stride);
+  }
+
   void add(const float* x, int64_t n, float* y) override {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
   }

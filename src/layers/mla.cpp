@@ -79,15 +79,14 @@ void mla_forward(Backend& backend, const MlaConfig& c, const MlaWeights& w, cons
   std::vector<float> kv(static_cast<size_t>(n * (R + P)));
   backend.matmul(w.kv_a_proj, x, D, n, kv.data(), R + P);
   backend.rms_norm(kv.data(), R + P, w.kv_a_norm.data(), n, R, c.norm_eps, cache.a(layer, start), R);
-  for (int64_t t = 0; t < n; ++t) std::copy_n(kv.data() + t * (R + P) + R, P, cache.b(layer, start + t));
+  backend.copy_rows(kv.data() + R, R + P, n, P, cache.b(layer, start), P);
   backend.rope(cache.b(layer, start), n, 1, P, P, P, ctx.rope_cos.data(), ctx.rope_sin.data(), RopePairing::kInterleaved);
 
   // Absorb: q_latent[t, h] = W_uk[h]^T q_nope[t, h] -> [n, H, R]; gather q_pe -> [n, H, P].
   std::vector<float> q_latent(static_cast<size_t>(n * H * R)), q_pe(static_cast<size_t>(n * H * P));
   for (int64_t h = 0; h < H; ++h)
     backend.matmul(row_block(w.w_uk_t, h * R, R), q.data() + h * QD, H * QD, n, q_latent.data() + h * R, H * R);
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t h = 0; h < H; ++h) std::copy_n(q.data() + (t * H + h) * QD + N, P, q_pe.data() + (t * H + h) * P);
+  backend.copy_rows(q.data() + N, QD, n * H, P, q_pe.data(), P);  // q viewed as [n * H, QD]
 
   std::vector<float> out_latent(static_cast<size_t>(n * H * R));
   MlaAttentionArgs args;

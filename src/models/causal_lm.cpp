@@ -27,7 +27,7 @@ Status DecoderLM::forward(const ForwardRequest& request, KvCache& cache, std::ve
 
   const int64_t H = info_.hidden_size;
   std::vector<float> hidden(static_cast<size_t>(n * H));  // [n, H] residual stream
-  for (int64_t i = 0; i < n; ++i) embed_tokens.row_to_f32(request.tokens[static_cast<size_t>(i)], hidden.data() + i * H);
+  backend_->embedding(embed_tokens, request.tokens.data(), n, hidden.data());
   if (request.observer) request.observer(0, hidden.data(), n);
 
   cache.reserve(start + n);
