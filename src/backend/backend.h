@@ -13,16 +13,19 @@
 
 #include "model/rope.h"
 #include "model/weight.h"
+#include "models/kv_cache.h"
 
 namespace seekserve {
 
-// Grouped-query attention over a contiguous KV cache (Qwen2, Llama).
+// Grouped-query attention of one sequence's queries over its paged KV cache (Qwen2, Llama).
 struct GqaAttentionArgs {
   const float* q = nullptr;        // [n_tokens, n_heads, head_dim], rows q_stride apart
   int64_t q_stride = 0;
-  const float* k_cache = nullptr;  // [n_cached, n_kv_heads, head_dim]
-  const float* v_cache = nullptr;  // [n_cached, n_kv_heads, head_dim]
-  const int32_t* positions = nullptr;  // [n_tokens]; a query at position p sees cache rows [0, p]
+  const float* k_pool = nullptr;   // pool rows [*, n_kv_heads * head_dim]
+  const float* v_pool = nullptr;   // pool rows [*, n_kv_heads * head_dim]
+  const int32_t* block_table = nullptr;  // position p lives in pool row kv_slot(block_table, block_size, p)
+  int64_t block_size = 0;
+  const int32_t* positions = nullptr;  // [n_tokens]; a query at position p sees positions [0, p]
   int64_t n_tokens = 0;
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;          // n_heads % n_kv_heads == 0; head h reads kv head h / (n_heads / n_kv_heads)
@@ -31,14 +34,16 @@ struct GqaAttentionArgs {
   float* out = nullptr;            // [n_tokens, n_heads, head_dim], dense
 };
 
-// MLA in its absorbed form over the latent cache (DeepSeek V2/V3): every head scores against
-// the same cached c_kv and k_pe rows and returns a latent-space output.
+// MLA in its absorbed form over one sequence's paged latent cache (DeepSeek V2/V3): every head
+// scores against the same cached c_kv and k_pe rows and returns a latent-space output.
 struct MlaAttentionArgs {
   const float* q_latent = nullptr;  // [n_tokens, n_heads, kv_lora_rank]: q_nope folded through W_uk
   const float* q_pe = nullptr;      // [n_tokens, n_heads, rope_dim], rotated
-  const float* c_kv = nullptr;      // [n_cached, kv_lora_rank], normalized latent
-  const float* k_pe = nullptr;      // [n_cached, rope_dim], rotated
-  const int32_t* positions = nullptr;  // [n_tokens]; a query at position p sees cache rows [0, p]
+  const float* c_kv_pool = nullptr; // pool rows [*, kv_lora_rank], normalized latent
+  const float* k_pe_pool = nullptr; // pool rows [*, rope_dim], rotated
+  const int32_t* block_table = nullptr;
+  int64_t block_size = 0;
+  const int32_t* positions = nullptr;  // [n_tokens]; a query at position p sees positions [0, p]
   int64_t n_tokens = 0;
   int64_t n_heads = 0;
   int64_t kv_lora_rank = 0;
@@ -89,6 +94,9 @@ class Backend {
   // dst row r = src row r for r < n_rows, `width` floats each (gathers strided slices).
   virtual void copy_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, float* dst,
                          int64_t dst_stride) = 0;
+  // dst row dst_rows[r] = src row r for r < n_rows (writes new tokens into the paged KV pool).
+  virtual void scatter_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width,
+                            const int64_t* dst_rows, float* dst, int64_t dst_stride) = 0;
   // y[i] += x[i] for i < n (residual connections).
   virtual void add(const float* x, int64_t n, float* y) = 0;
   // y[t][d] += bias[d] for t < n_tokens, d < dim; rows y_stride apart.

@@ -114,6 +114,11 @@ class ReferenceBackend final : public Backend {
     for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + r * dst_stride);
   }
 
+  void scatter_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, const int64_t* dst_rows,
+                    float* dst, int64_t dst_stride) override {
+    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + dst_rows[r] * dst_stride);
+  }
+
   void add(const float* x, int64_t n, float* y) override {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
   }
@@ -132,14 +137,16 @@ class ReferenceBackend final : public Backend {
       for (int64_t h = 0; h < a.n_heads; ++h) {
         const float* q = a.q + t * a.q_stride + h * a.head_dim;
         const int64_t kvh = h / group;
-        for (int64_t s = 0; s < n_visible; ++s)
-          scores_[static_cast<size_t>(s)] = dot(q, a.k_cache + s * kv_row + kvh * a.head_dim, a.head_dim) * a.scale;
+        for (int64_t s = 0; s < n_visible; ++s) {
+          const int64_t row = kv_slot(a.block_table, a.block_size, s);
+          scores_[static_cast<size_t>(s)] = dot(q, a.k_pool + row * kv_row + kvh * a.head_dim, a.head_dim) * a.scale;
+        }
         softmax_inplace(scores_.data(), n_visible);
         float* out = a.out + (t * a.n_heads + h) * a.head_dim;
         std::fill(out, out + a.head_dim, 0.0f);
         for (int64_t s = 0; s < n_visible; ++s) {
           const float p = scores_[static_cast<size_t>(s)];
-          const float* v = a.v_cache + s * kv_row + kvh * a.head_dim;
+          const float* v = a.v_pool + kv_slot(a.block_table, a.block_size, s) * kv_row + kvh * a.head_dim;
           for (int64_t d = 0; d < a.head_dim; ++d) out[d] += p * v[d];
         }
       }
@@ -154,14 +161,16 @@ class ReferenceBackend final : public Backend {
       for (int64_t h = 0; h < a.n_heads; ++h) {
         const float* ql = a.q_latent + (t * a.n_heads + h) * R;
         const float* qp = a.q_pe + (t * a.n_heads + h) * P;
-        for (int64_t s = 0; s < n_visible; ++s)
-          scores_[static_cast<size_t>(s)] = (dot(ql, a.c_kv + s * R, R) + dot(qp, a.k_pe + s * P, P)) * a.scale;
+        for (int64_t s = 0; s < n_visible; ++s) {
+          const int64_t row = kv_slot(a.block_table, a.block_size, s);
+          scores_[static_cast<size_t>(s)] = (dot(ql, a.c_kv_pool + row * R, R) + dot(qp, a.k_pe_pool + row * P, P)) * a.scale;
+        }
         softmax_inplace(scores_.data(), n_visible);
         float* out = a.out_latent + (t * a.n_heads + h) * R;
         std::fill(out, out + R, 0.0f);
         for (int64_t s = 0; s < n_visible; ++s) {
           const float p = scores_[static_cast<size_t>(s)];
-          const float* c = a.c_kv + s * R;
+          const float* c = a.c_kv_pool + kv_slot(a.block_table, a.block_size, s) * R;
           for (int64_t d = 0; d < R; ++d) out[d] += p * c[d];
         }
       }

@@ -21,40 +21,45 @@ GqaWeights bind_gqa(WeightBinder& binder, const std::string& p, const GqaConfig&
 }
 
 void gqa_forward(Backend& backend, const GqaConfig& c, const GqaWeights& w, const float* x,
-                 const ForwardContext& ctx, KvCache& cache, int64_t layer, float* out) {
+                 const ForwardContext& ctx, int64_t layer, float* out) {
   const int64_t n = ctx.n_tokens, D = c.hidden_size, HD = c.head_dim;
   const int64_t q_width = c.n_heads * HD, kv_width = c.n_kv_heads * HD;
-  const int64_t start = ctx.positions[0];
 
-  // q [n, H, HD]; k and v straight into the cache rows of these positions.
-  std::vector<float> q(static_cast<size_t>(n * q_width));
-  float* k = cache.a(layer, start);
-  float* v = cache.b(layer, start);
+  // q [n, H, HD]; k and v [n, Hkv, HD], then scattered into the pool.
+  std::vector<float> q(static_cast<size_t>(n * q_width)), k(static_cast<size_t>(n * kv_width)), v(static_cast<size_t>(n * kv_width));
   backend.matmul(w.q_proj, x, D, n, q.data(), q_width);
-  backend.matmul(w.k_proj, x, D, n, k, kv_width);
-  backend.matmul(w.v_proj, x, D, n, v, kv_width);
+  backend.matmul(w.k_proj, x, D, n, k.data(), kv_width);
+  backend.matmul(w.v_proj, x, D, n, v.data(), kv_width);
   if (!w.q_bias.empty()) {
     backend.add_bias(w.q_bias.data(), n, q_width, q.data(), q_width);
-    backend.add_bias(w.k_bias.data(), n, kv_width, k, kv_width);
-    backend.add_bias(w.v_bias.data(), n, kv_width, v, kv_width);
+    backend.add_bias(w.k_bias.data(), n, kv_width, k.data(), kv_width);
+    backend.add_bias(w.v_bias.data(), n, kv_width, v.data(), kv_width);
   }
   backend.rope(q.data(), n, c.n_heads, q_width, HD, HD, ctx.rope_cos.data(), ctx.rope_sin.data(), RopePairing::kHalfSplit);
-  backend.rope(k, n, c.n_kv_heads, kv_width, HD, HD, ctx.rope_cos.data(), ctx.rope_sin.data(), RopePairing::kHalfSplit);
+  backend.rope(k.data(), n, c.n_kv_heads, kv_width, HD, HD, ctx.rope_cos.data(), ctx.rope_sin.data(), RopePairing::kHalfSplit);
+  float* k_pool = ctx.pool->a(layer);
+  float* v_pool = ctx.pool->b(layer);
+  backend.scatter_rows(k.data(), kv_width, n, kv_width, ctx.slots.data(), k_pool, kv_width);
+  backend.scatter_rows(v.data(), kv_width, n, kv_width, ctx.slots.data(), v_pool, kv_width);
 
   std::vector<float> attn(static_cast<size_t>(n * q_width));
-  GqaAttentionArgs args;
-  args.q = q.data();
-  args.q_stride = q_width;
-  args.k_cache = cache.a(layer, 0);
-  args.v_cache = cache.b(layer, 0);
-  args.positions = ctx.positions.data();
-  args.n_tokens = n;
-  args.n_heads = c.n_heads;
-  args.n_kv_heads = c.n_kv_heads;
-  args.head_dim = HD;
-  args.scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  args.out = attn.data();
-  backend.gqa_attention(args);
+  for (const ForwardContext::Segment& seg : ctx.segments) {
+    GqaAttentionArgs args;
+    args.q = q.data() + seg.begin * q_width;
+    args.q_stride = q_width;
+    args.k_pool = k_pool;
+    args.v_pool = v_pool;
+    args.block_table = seg.block_table;
+    args.block_size = ctx.pool->block_size();
+    args.positions = ctx.positions.data() + seg.begin;
+    args.n_tokens = seg.n;
+    args.n_heads = c.n_heads;
+    args.n_kv_heads = c.n_kv_heads;
+    args.head_dim = HD;
+    args.scale = 1.0f / std::sqrt(static_cast<float>(HD));
+    args.out = attn.data() + seg.begin * q_width;
+    backend.gqa_attention(args);
+  }
 
   backend.matmul(w.o_proj, attn.data(), q_width, n, out, D);
   if (!w.o_bias.empty()) backend.add_bias(w.o_bias.data(), n, D, out, D);

@@ -30,9 +30,9 @@ struct GqaWeights {
 
 GqaWeights bind_gqa(WeightBinder& binder, const std::string& prefix, const GqaConfig& config);
 
-// out = attention(x) after o_proj; x = normed hidden [n_tokens, hidden]. Appends the tokens'
-// rotated keys and values to `cache` (layer `layer`).
+// out = attention(x) after o_proj; x = normed hidden [n_tokens, hidden] of the whole batch.
+// Writes the tokens' rotated keys and values into the pool rows ctx.slots (layer `layer`).
 void gqa_forward(Backend& backend, const GqaConfig& config, const GqaWeights& w, const float* x,
-                 const ForwardContext& ctx, KvCache& cache, int64_t layer, float* out);
+                 const ForwardContext& ctx, int64_t layer, float* out);
 
 }  // namespace seekserve

@@ -58,10 +58,11 @@ MlaWeights bind_mla(WeightBinder& binder, const std::string& p, const MlaConfig&
 }
 
 void mla_forward(Backend& backend, const MlaConfig& c, const MlaWeights& w, const float* x,
-                 const ForwardContext& ctx, KvCache& cache, int64_t layer, float* out) {
+                 const ForwardContext& ctx, int64_t layer, float* out) {
   const int64_t n = ctx.n_tokens, H = c.n_heads, R = c.kv_lora_rank, P = c.qk_rope_head_dim;
   const int64_t N = c.qk_nope_head_dim, V = c.v_head_dim, QD = c.q_head_dim(), D = c.hidden_size;
-  const int64_t start = ctx.positions[0];
+  float* c_kv_pool = ctx.pool->a(layer);
+  float* k_pe_pool = ctx.pool->b(layer);
 
   // Queries: q [n, H, nope + rope].
   std::vector<float> q(static_cast<size_t>(n * H * QD));
@@ -75,12 +76,13 @@ void mla_forward(Backend& backend, const MlaConfig& c, const MlaWeights& w, cons
   }
   backend.rope(q.data() + N, n, H, H * QD, QD, P, ctx.rope_cos.data(), ctx.rope_sin.data(), RopePairing::kInterleaved);
 
-  // Latent KV: [n, R + P] -> normalized c_kv into cache rows a, rotated k_pe into rows b.
+  // Latent KV: kv [n, R + P] -> normalized c_kv and rotated k_pe, scattered into the pool.
   std::vector<float> kv(static_cast<size_t>(n * (R + P)));
   backend.matmul(w.kv_a_proj, x, D, n, kv.data(), R + P);
-  backend.rms_norm(kv.data(), R + P, w.kv_a_norm.data(), n, R, c.norm_eps, cache.a(layer, start), R);
-  backend.copy_rows(kv.data() + R, R + P, n, P, cache.b(layer, start), P);
-  backend.rope(cache.b(layer, start), n, 1, P, P, P, ctx.rope_cos.data(), ctx.rope_sin.data(), RopePairing::kInterleaved);
+  backend.rms_norm(kv.data(), R + P, w.kv_a_norm.data(), n, R, c.norm_eps, kv.data(), R + P);
+  backend.rope(kv.data() + R, n, 1, R + P, P, P, ctx.rope_cos.data(), ctx.rope_sin.data(), RopePairing::kInterleaved);
+  backend.scatter_rows(kv.data(), R + P, n, R, ctx.slots.data(), c_kv_pool, R);
+  backend.scatter_rows(kv.data() + R, R + P, n, P, ctx.slots.data(), k_pe_pool, P);
 
   // Absorb: q_latent[t, h] = W_uk[h]^T q_nope[t, h] -> [n, H, R]; gather q_pe -> [n, H, P].
   std::vector<float> q_latent(static_cast<size_t>(n * H * R)), q_pe(static_cast<size_t>(n * H * P));
@@ -88,20 +90,25 @@ void mla_forward(Backend& backend, const MlaConfig& c, const MlaWeights& w, cons
     backend.matmul(row_block(w.w_uk_t, h * R, R), q.data() + h * QD, H * QD, n, q_latent.data() + h * R, H * R);
   backend.copy_rows(q.data() + N, QD, n * H, P, q_pe.data(), P);  // q viewed as [n * H, QD]
 
+  // Attention per sequence over its own blocks.
   std::vector<float> out_latent(static_cast<size_t>(n * H * R));
-  MlaAttentionArgs args;
-  args.q_latent = q_latent.data();
-  args.q_pe = q_pe.data();
-  args.c_kv = cache.a(layer, 0);
-  args.k_pe = cache.b(layer, 0);
-  args.positions = ctx.positions.data();
-  args.n_tokens = n;
-  args.n_heads = H;
-  args.kv_lora_rank = R;
-  args.rope_dim = P;
-  args.scale = c.softmax_scale;
-  args.out_latent = out_latent.data();
-  backend.mla_attention(args);
+  for (const ForwardContext::Segment& seg : ctx.segments) {
+    MlaAttentionArgs args;
+    args.q_latent = q_latent.data() + seg.begin * H * R;
+    args.q_pe = q_pe.data() + seg.begin * H * P;
+    args.c_kv_pool = c_kv_pool;
+    args.k_pe_pool = k_pe_pool;
+    args.block_table = seg.block_table;
+    args.block_size = ctx.pool->block_size();
+    args.positions = ctx.positions.data() + seg.begin;
+    args.n_tokens = seg.n;
+    args.n_heads = H;
+    args.kv_lora_rank = R;
+    args.rope_dim = P;
+    args.scale = c.softmax_scale;
+    args.out_latent = out_latent.data() + seg.begin * H * R;
+    backend.mla_attention(args);
+  }
 
   // Un-absorb: v[t, h] = W_uv[h] out_latent[t, h] -> [n, H * V]; then o_proj.
   std::vector<float> attn(static_cast<size_t>(n * H * V));

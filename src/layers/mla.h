@@ -41,8 +41,8 @@ struct MlaWeights {
 MlaWeights bind_mla(WeightBinder& binder, const std::string& prefix, const MlaConfig& config);
 
 // out[t] = attention output (after o_proj) for x = the normed hidden [n_tokens, hidden].
-// Appends the tokens' c_kv and k_pe to `cache` rows ctx.positions (layer `layer`).
+// Writes the tokens' c_kv and k_pe into the pool rows ctx.slots (layer `layer`).
 void mla_forward(Backend& backend, const MlaConfig& config, const MlaWeights& w, const float* x,
-                 const ForwardContext& ctx, KvCache& cache, int64_t layer, float* out);
+                 const ForwardContext& ctx, int64_t layer, float* out);
 
 }  // namespace seekserve

@@ -38,6 +38,7 @@ using LayerObserver = std::function<void(int64_t layer, const float* hidden, int
 using RoutingObserver = std::function<void(int64_t layer, int64_t n_tokens, int64_t top_k, const int32_t* ids,
                                            const float* margins)>;
 
+// A single sequence's tokens for the convenience path (one private cache).
 struct ForwardRequest {
   std::span<const int32_t> tokens;  // appended after what `cache` already holds
   // Logits are produced for tokens[logits_from ...]; -1 means the last token only.
@@ -46,24 +47,54 @@ struct ForwardRequest {
   RoutingObserver on_routing;       // optional: MoE routing decisions (tests, expert-load stats)
 };
 
+// New tokens of one sequence inside a batched forward pass.
+struct SequenceChunk {
+  std::span<const int32_t> tokens;       // the new tokens
+  int64_t start = 0;                     // position of tokens[0] (= tokens already in the cache)
+  std::span<const int32_t> block_table;  // pool blocks covering positions [0, start + tokens.size())
+  int64_t n_logits = 1;                  // logits for this many trailing tokens (0: none)
+};
+
+// One engine step: chunks of several sequences, run together so every weight is read once.
+struct ForwardBatch {
+  std::vector<SequenceChunk> chunks;
+  LayerObserver observer;     // optional: residual stream of all the batch's tokens
+  RoutingObserver on_routing; // optional
+};
+
 class CausalLM {
  public:
   virtual ~CausalLM() = default;
   virtual const ModelInfo& info() const = 0;
-  // An empty cache sized for this model.
-  virtual KvCache new_cache() const = 0;
-  // Runs `request.tokens` at positions cache.n_tokens()..., appends their keys/values (or MLA
-  // latents) to `cache` and writes logits [n_rows, vocab_size] to *logits.
+  // Rows a token occupies in the KV cache (per layer).
+  virtual KvLayout kv_layout() const = 0;
+  // Runs every chunk, writes their keys/values (or MLA latents) into `pool` at the positions
+  // their block tables map, and sets *logits to [sum of n_logits, vocab_size] in chunk order.
+  // Validates all chunks first: on error nothing is written.
+  virtual Status forward_batch(const ForwardBatch& batch, KvPool& pool, std::vector<float>* logits) = 0;
+
+  // Convenience: one sequence with its own growing cache.
+  KvCache new_cache() const { return KvCache(kv_layout()); }
+  // Runs `request.tokens` at positions cache.n_tokens()... and appends them to `cache`.
   // Errors (token id out of range, context full) leave the cache unchanged.
-  virtual Status forward(const ForwardRequest& request, KvCache& cache, std::vector<float>* logits) = 0;
+  Status forward(const ForwardRequest& request, KvCache& cache, std::vector<float>* logits);
 };
 
 // Per-call state shared by every layer of one forward pass.
 struct ForwardContext {
-  int64_t n_tokens = 0;
+  // One sequence's rows within the batch.
+  struct Segment {
+    int64_t begin = 0;                   // first row in the batch
+    int64_t n = 0;                       // rows
+    const int32_t* block_table = nullptr;
+  };
+  int64_t n_tokens = 0;             // rows in the batch, all sequences together
   std::vector<int32_t> positions;   // [n_tokens]
+  std::vector<int64_t> slots;       // [n_tokens] pool row each token's KV is written to
+  std::vector<Segment> segments;
   std::vector<float> rope_cos;      // [n_tokens, rotary_dim / 2]
   std::vector<float> rope_sin;
+  KvPool* pool = nullptr;
   const RoutingObserver* on_routing = nullptr;  // from the request, may be null
 };
 
@@ -71,12 +102,12 @@ struct ForwardContext {
 class DecoderLM : public CausalLM {
  public:
   const ModelInfo& info() const override { return info_; }
-  Status forward(const ForwardRequest& request, KvCache& cache, std::vector<float>* logits) override;
+  Status forward_batch(const ForwardBatch& batch, KvPool& pool, std::vector<float>* logits) override;
 
  protected:
   DecoderLM(std::shared_ptr<Backend> backend, RopeFrequencies rope) : backend_(std::move(backend)), rope_(std::move(rope)) {}
-  // Runs decoder layer `layer` on hidden [n_tokens, hidden_size] in place.
-  virtual void run_layer(int64_t layer, float* hidden, const ForwardContext& ctx, KvCache& cache) = 0;
+  // Runs decoder layer `layer` on hidden [n_tokens, hidden_size] of the whole batch in place.
+  virtual void run_layer(int64_t layer, float* hidden, const ForwardContext& ctx, KvPool& pool) = 0;
 
   std::shared_ptr<Backend> backend_;
   RopeFrequencies rope_;

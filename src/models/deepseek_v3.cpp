@@ -69,18 +69,16 @@ class DeepseekLM final : public DecoderLM {
     return Status::Ok();
   }
 
-  KvCache new_cache() const override {
-    return KvCache(config_.n_layers, config_.mla.kv_lora_rank, config_.mla.qk_rope_head_dim);
-  }
+  KvLayout kv_layout() const override { return {config_.n_layers, config_.mla.kv_lora_rank, config_.mla.qk_rope_head_dim}; }
 
  protected:
   // x = x + attn(norm(x)); x = x + mlp_or_moe(norm(x))
-  void run_layer(int64_t i, float* hidden, const ForwardContext& ctx, KvCache& cache) override {
+  void run_layer(int64_t i, float* hidden, const ForwardContext& ctx, KvPool& /*pool*/) override {
     const Layer& layer = layers_[static_cast<size_t>(i)];
     const int64_t n = ctx.n_tokens, D = config_.hidden_size;
     std::vector<float> normed(static_cast<size_t>(n * D)), delta(static_cast<size_t>(n * D));
     backend_->rms_norm(hidden, D, layer.input_norm.data(), n, D, norm_eps, normed.data(), D);
-    mla_forward(*backend_, config_.mla, layer.attention, normed.data(), ctx, cache, i, delta.data());
+    mla_forward(*backend_, config_.mla, layer.attention, normed.data(), ctx, i, delta.data());
     backend_->add(delta.data(), n * D, hidden);
     backend_->rms_norm(hidden, D, layer.post_attention_norm.data(), n, D, norm_eps, normed.data(), D);
     if (config_.is_moe_layer(i)) moe_forward(*backend_, config_.moe, layer.moe, normed.data(), ctx, i, delta.data());

@@ -35,18 +35,18 @@ class DenseDecoderLM final : public DecoderLM {
     return Status::Ok();
   }
 
-  KvCache new_cache() const override {
+  KvLayout kv_layout() const override {
     const int64_t kv_width = config_.attention.n_kv_heads * config_.attention.head_dim;
-    return KvCache(config_.n_layers, kv_width, kv_width);
+    return {config_.n_layers, kv_width, kv_width};
   }
 
  protected:
-  void run_layer(int64_t i, float* hidden, const ForwardContext& ctx, KvCache& cache) override {
+  void run_layer(int64_t i, float* hidden, const ForwardContext& ctx, KvPool& /*pool*/) override {
     const Layer& layer = layers_[static_cast<size_t>(i)];
     const int64_t n = ctx.n_tokens, D = config_.hidden_size;
     std::vector<float> normed(static_cast<size_t>(n * D)), delta(static_cast<size_t>(n * D));
     backend_->rms_norm(hidden, D, layer.input_norm.data(), n, D, norm_eps, normed.data(), D);
-    gqa_forward(*backend_, config_.attention, layer.attention, normed.data(), ctx, cache, i, delta.data());
+    gqa_forward(*backend_, config_.attention, layer.attention, normed.data(), ctx, i, delta.data());
     backend_->add(delta.data(), n * D, hidden);
     backend_->rms_norm(hidden, D, layer.post_attention_norm.data(), n, D, norm_eps, normed.data(), D);
     swiglu_forward(*backend_, layer.mlp, normed.data(), n, delta.data());

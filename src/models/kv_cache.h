@@ -1,6 +1,10 @@
-// A per-sequence KV cache in contiguous per-layer buffers. Each cached token holds two rows
-// per layer: for GQA models keys [n_kv_heads * head_dim] and values; for MLA models the
-// normalized latent c_kv [kv_lora_rank] and the rotated shared key k_pe [rope_dim].
+// Paged KV storage. A KvPool holds fixed-size blocks of token rows for every layer; a sequence
+// owns a block table (block ids in order) that maps its position p to pool row
+// block_table[p / block_size] * block_size + p % block_size.
+//
+// Each cached token holds two rows per layer: for GQA models keys [n_kv_heads * head_dim] and
+// values; for MLA models the normalized latent c_kv [kv_lora_rank] and the rotated shared key
+// k_pe [rope_dim] — never the expanded per-head keys and values.
 #pragma once
 
 #include <cstdint>
@@ -10,48 +14,67 @@
 
 namespace seekserve {
 
+struct KvLayout {
+  int64_t n_layers = 0;
+  int64_t a_width = 0;  // floats per token in the first row (keys, or c_kv)
+  int64_t b_width = 0;  // floats per token in the second row (values, or k_pe)
+  int64_t bytes_per_token() const { return n_layers * (a_width + b_width) * 4; }
+};
+
+class KvPool {
+ public:
+  KvPool() = default;
+  KvPool(KvLayout layout, int64_t n_blocks, int64_t block_size);
+
+  const KvLayout& layout() const { return layout_; }
+  int64_t n_blocks() const { return n_blocks_; }
+  int64_t block_size() const { return block_size_; }
+  int64_t bytes() const { return n_blocks_ * block_size_ * layout_.bytes_per_token(); }
+  // Grows the pool to n_blocks (existing rows keep their contents; pointers are invalidated).
+  void grow(int64_t n_blocks);
+
+  // Base of layer `layer`'s rows: [n_blocks * block_size, a_width] and [.., b_width].
+  float* a(int64_t layer) { return a_[static_cast<size_t>(layer)].data(); }
+  float* b(int64_t layer) { return b_[static_cast<size_t>(layer)].data(); }
+
+ private:
+  KvLayout layout_;
+  int64_t n_blocks_ = 0;
+  int64_t block_size_ = 16;
+  std::vector<std::vector<float>> a_, b_;  // per layer
+};
+
+// Pool row of position `pos` under a block table.
+inline int64_t kv_slot(const int32_t* block_table, int64_t block_size, int64_t pos) {
+  return static_cast<int64_t>(block_table[pos / block_size]) * block_size + pos % block_size;
+}
+
+// One sequence with a private, growing pool: the simple way to run a single prompt (tests,
+// the single-request generate path). The batched engine shares one fixed pool instead.
 class KvCache {
  public:
   KvCache() = default;
-  KvCache(int64_t n_layers, int64_t a_width, int64_t b_width)
-      : a_width_(a_width), b_width_(b_width), a_(static_cast<size_t>(n_layers)), b_(static_cast<size_t>(n_layers)) {}
+  KvCache(KvLayout layout, int64_t block_size = 16) : pool_(layout, 0, block_size) {}
 
-  // Tokens whose rows are committed.
   int64_t n_tokens() const { return n_tokens_; }
-  int64_t n_layers() const { return static_cast<int64_t>(a_.size()); }
-  int64_t a_width() const { return a_width_; }
-  int64_t b_width() const { return b_width_; }
-  // Bytes held for `n` tokens: what a paged pool must budget per token.
-  int64_t bytes_per_token() const { return n_layers() * (a_width_ + b_width_) * 4; }
-
-  // Makes room for rows [0, n) in every layer; rows past n_tokens() are scratch until commit.
-  void reserve(int64_t n) {
-    for (auto& v : a_) v.resize(static_cast<size_t>(n * a_width_));
-    for (auto& v : b_) v.resize(static_cast<size_t>(n * b_width_));
-    capacity_ = n;
-  }
-  // Marks rows [0, n) valid. Precondition: n <= capacity.
+  // Makes room for n tokens (allocates blocks).
+  void reserve(int64_t n);
+  // Marks rows [0, n) valid (n <= reserved).
   void commit(int64_t n) {
-    SS_CHECK(n <= capacity_, "commit past reserved rows");
+    SS_CHECK(n <= static_cast<int64_t>(blocks_.size()) * pool_.block_size(), "commit past reserved rows");
     n_tokens_ = n;
   }
-  // Forgets rows past n (keeps memory).
   void truncate(int64_t n) {
     SS_CHECK(n >= 0 && n <= n_tokens_, "truncate past the end");
     n_tokens_ = n;
   }
-
-  // Row `pos` of layer `layer` (pos < capacity).
-  float* a(int64_t layer, int64_t pos) { return a_[static_cast<size_t>(layer)].data() + pos * a_width_; }
-  float* b(int64_t layer, int64_t pos) { return b_[static_cast<size_t>(layer)].data() + pos * b_width_; }
+  KvPool& pool() { return pool_; }
+  const std::vector<int32_t>& block_table() const { return blocks_; }
 
  private:
-  int64_t a_width_ = 0;
-  int64_t b_width_ = 0;
+  KvPool pool_;
+  std::vector<int32_t> blocks_;
   int64_t n_tokens_ = 0;
-  int64_t capacity_ = 0;
-  std::vector<std::vector<float>> a_;  // per layer [capacity, a_width]
-  std::vector<std::vector<float>> b_;  // per layer [capacity, b_width]
 };
 
 }  // namespace seekserve
