@@ -10,6 +10,9 @@ Status SamplingParams::validate() const {
   if (top_k < 0) return invalid_argument("top_k must be >= 0");
   if (!(top_p > 0.0f && top_p <= 1.0f)) return invalid_argument("top_p must be in (0, 1]");
   if (!(min_p >= 0.0f && min_p <= 1.0f)) return invalid_argument("min_p must be in [0, 1]");
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f)) return invalid_argument("presence_penalty must be in [-2, 2]");
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f)) return invalid_argument("frequency_penalty must be in [-2, 2]");
+  if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty)) return invalid_argument("repetition_penalty must be > 0");
   return Status::Ok();
 }
 

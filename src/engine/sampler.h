@@ -16,6 +16,11 @@ struct SamplingParams {
   float top_p = 1.0f;        // keep the smallest set whose probability reaches top_p
   float min_p = 0.0f;        // drop tokens below min_p * (probability of the most likely)
   uint64_t seed = 0;
+  // Penalties on logits before sampling: OpenAI's presence and frequency penalties over the
+  // generated tokens; the multiplicative repetition penalty over prompt and output tokens.
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
 
   Status validate() const;
   bool greedy() const { return temperature == 0.0f; }
