@@ -219,3 +219,40 @@ TEST(CliTest, GenerateStopsAtAStopString) {
 
 }  // namespace
 }  // namespace seekserve
+
+namespace seekserve {
+namespace {
+
+TEST(CliTest, BatchFileRunsEveryRequestAndKeepsInputOrder) {
+  testing::Golden golden("tiny-deepseek-v3");
+  const std::string dir = testing::make_temp_dir("batch");
+  std::ofstream file(dir + "/requests.jsonl");
+  const auto prompts = golden.prompts();
+  for (const std::string& p : prompts)
+    file << nlohmann::json{{"prompt_ids", golden.ints(p + ".ids")}, {"max_tokens", 24}, {"temperature", 0}, {"ignore_eos", true},
+                           {"class", p == "p1" ? "batch" : "interactive"}, {"priority", p == "p2" ? 3 : 0}}.dump()
+         << "\n";
+  file << R"({"prompt_ids": [0, 99999], "max_tokens": 4})" << "\n";
+  file << "{not json\n";
+  file << R"({"prompt_ids": [0, 464, 3140], "max_tokens": 20, "temperature": 0.8, "seed": 3})" << "\n";
+  file.close();
+  const CommandRun r = run("generate --model " + kBundled + " --batch-file " + dir + "/requests.jsonl --max-batch 3 --step-tokens 40 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(lines, line);) out.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(out.size(), prompts.size() + 3);
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i]["index"], i);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(out[i]["tokens"].get<std::vector<int32_t>>(), golden.ints(prompts[i] + ".greedy")) << prompts[i];
+    EXPECT_EQ(out[i]["finish_reason"], "length");
+  }
+  EXPECT_NE(out[prompts.size()]["error"].get<std::string>().find("outside the vocabulary"), std::string::npos);
+  EXPECT_NE(out[prompts.size() + 1]["error"].get<std::string>().find("requests.jsonl:7"), std::string::npos);
+  EXPECT_FALSE(out[prompts.size() + 2]["tokens"].empty());
+  // The line format starts with the index, as documented.
+  EXPECT_EQ(r.out.rfind("{\"index\":0,", 0), 0u) << r.out.substr(0, 40);
+}
+
+}  // namespace
+}  // namespace seekserve

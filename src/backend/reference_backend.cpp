@@ -1,10 +1,11 @@
 // The reference backend: plain loops in float32, written for clarity. Faster backends are
 // tested against it.
+#include "backend/reference_backend.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "backend/backend.h"
 #include "core/dtype.h"
 #include "core/status.h"
 
@@ -36,181 +37,174 @@ void softmax_inplace(float* scores, int64_t n) {
   for (int64_t i = 0; i < n; ++i) scores[i] *= inv;
 }
 
-class ReferenceBackend final : public Backend {
- public:
-  const char* name() const override { return "reference"; }
-
-  void matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
-              int64_t y_stride) override {
-    SS_CHECK(!w.empty(), "matmul with an unbound weight");
-    // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights.
-    const int64_t cols = w.cols;
-    xs_.resize(static_cast<size_t>(n_tokens * cols));
-    const bool round = w.format != WeightFormat::kF32;
-    for (int64_t t = 0; t < n_tokens; ++t)
-      for (int64_t c = 0; c < cols; ++c) {
-        const float v = x[t * x_stride + c];
-        xs_[static_cast<size_t>(t * cols + c)] = round ? round_to_bf16(v) : v;
-      }
-    // Each weight row is dequantized once and dotted with every token: weights stream once.
-    row_.resize(static_cast<size_t>(cols));
-    for (int64_t r = 0; r < w.rows; ++r) {
-      const float* wr;
-      if (w.format == WeightFormat::kF32) {
-        wr = static_cast<const float*>(w.data) + r * cols;
-      } else {
-        w.row_to_f32(r, row_.data());
-        wr = row_.data();
-      }
-      for (int64_t t = 0; t < n_tokens; ++t) y[t * y_stride + r] = dot(wr, xs_.data() + t * cols, cols);
-    }
-  }
-
-  void rms_norm(const float* x, int64_t x_stride, const float* weight, int64_t n_tokens, int64_t dim,
-                float eps, float* y, int64_t y_stride) override {
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      const float* xr = x + t * x_stride;
-      float* yr = y + t * y_stride;
-      float sum_sq = 0.0f;
-      for (int64_t i = 0; i < dim; ++i) sum_sq += xr[i] * xr[i];
-      const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(dim) + eps);
-      for (int64_t i = 0; i < dim; ++i) yr[i] = weight[i] * (xr[i] * inv_rms);
-    }
-  }
-
-  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t token_stride, int64_t head_stride,
-            int64_t rotary_dim, const float* cos, const float* sin, RopePairing pairing) override {
-    const int64_t half = rotary_dim / 2;
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      const float* c = cos + t * half;
-      const float* s = sin + t * half;
-      for (int64_t h = 0; h < n_heads; ++h) {
-        float* v = x + t * token_stride + h * head_stride;
-        for (int64_t i = 0; i < half; ++i) {
-          // Pair (a, b) rotates by angle i: (a cos - b sin, b cos + a sin).
-          float* a = pairing == RopePairing::kInterleaved ? v + 2 * i : v + i;
-          float* b = pairing == RopePairing::kInterleaved ? v + 2 * i + 1 : v + i + half;
-          const float a0 = *a, b0 = *b;
-          *a = a0 * c[i] - b0 * s[i];
-          *b = b0 * c[i] + a0 * s[i];
-        }
-      }
-    }
-  }
-
-  void silu_mul(const float* gate, const float* up, int64_t n, float* out) override {
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = gate[i];
-      out[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
-  }
-
-  void embedding(const Weight& table, const int32_t* ids, int64_t n_tokens, float* out) override {
-    for (int64_t t = 0; t < n_tokens; ++t) table.row_to_f32(ids[t], out + t * table.cols);
-  }
-
-  void copy_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, float* dst,
-                 int64_t dst_stride) override {
-    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + r * dst_stride);
-  }
-
-  void scatter_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, const int64_t* dst_rows,
-                    float* dst, int64_t dst_stride) override {
-    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + dst_rows[r] * dst_stride);
-  }
-
-  void add(const float* x, int64_t n, float* y) override {
-    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-  }
-
-  void add_bias(const float* bias, int64_t n_tokens, int64_t dim, float* y, int64_t y_stride) override {
-    for (int64_t t = 0; t < n_tokens; ++t)
-      for (int64_t d = 0; d < dim; ++d) y[t * y_stride + d] += bias[d];
-  }
-
-  void gqa_attention(const GqaAttentionArgs& a) override {
-    const int64_t group = a.n_heads / a.n_kv_heads;
-    const int64_t kv_row = a.n_kv_heads * a.head_dim;
-    for (int64_t t = 0; t < a.n_tokens; ++t) {
-      const int64_t n_visible = a.positions[t] + 1;
-      scores_.resize(static_cast<size_t>(n_visible));
-      for (int64_t h = 0; h < a.n_heads; ++h) {
-        const float* q = a.q + t * a.q_stride + h * a.head_dim;
-        const int64_t kvh = h / group;
-        for (int64_t s = 0; s < n_visible; ++s) {
-          const int64_t row = kv_slot(a.block_table, a.block_size, s);
-          scores_[static_cast<size_t>(s)] = dot(q, a.k_pool + row * kv_row + kvh * a.head_dim, a.head_dim) * a.scale;
-        }
-        softmax_inplace(scores_.data(), n_visible);
-        float* out = a.out + (t * a.n_heads + h) * a.head_dim;
-        std::fill(out, out + a.head_dim, 0.0f);
-        for (int64_t s = 0; s < n_visible; ++s) {
-          const float p = scores_[static_cast<size_t>(s)];
-          const float* v = a.v_pool + kv_slot(a.block_table, a.block_size, s) * kv_row + kvh * a.head_dim;
-          for (int64_t d = 0; d < a.head_dim; ++d) out[d] += p * v[d];
-        }
-      }
-    }
-  }
-
-  void mla_attention(const MlaAttentionArgs& a) override {
-    const int64_t R = a.kv_lora_rank, P = a.rope_dim;
-    for (int64_t t = 0; t < a.n_tokens; ++t) {
-      const int64_t n_visible = a.positions[t] + 1;
-      scores_.resize(static_cast<size_t>(n_visible));
-      for (int64_t h = 0; h < a.n_heads; ++h) {
-        const float* ql = a.q_latent + (t * a.n_heads + h) * R;
-        const float* qp = a.q_pe + (t * a.n_heads + h) * P;
-        for (int64_t s = 0; s < n_visible; ++s) {
-          const int64_t row = kv_slot(a.block_table, a.block_size, s);
-          scores_[static_cast<size_t>(s)] = (dot(ql, a.c_kv_pool + row * R, R) + dot(qp, a.k_pe_pool + row * P, P)) * a.scale;
-        }
-        softmax_inplace(scores_.data(), n_visible);
-        float* out = a.out_latent + (t * a.n_heads + h) * R;
-        std::fill(out, out + R, 0.0f);
-        for (int64_t s = 0; s < n_visible; ++s) {
-          const float p = scores_[static_cast<size_t>(s)];
-          const float* c = a.c_kv_pool + kv_slot(a.block_table, a.block_size, s) * R;
-          for (int64_t d = 0; d < R; ++d) out[d] += p * c[d];
-        }
-      }
-    }
-  }
-
-  void moe_experts(const MoeArgs& a) override {
-    // Group tokens by expert so each selected expert's weights are read once per call.
-    std::vector<std::vector<std::pair<int64_t, float>>> routed(a.experts.size());
-    for (int64_t t = 0; t < a.n_tokens; ++t)
-      for (int64_t j = 0; j < a.top_k; ++j) {
-        const int32_t e = a.expert_ids[t * a.top_k + j];
-        SS_CHECK(e >= 0 && static_cast<size_t>(e) < a.experts.size(), "expert id out of range");
-        routed[static_cast<size_t>(e)].emplace_back(t, a.expert_weights[t * a.top_k + j]);
-      }
-    for (size_t e = 0; e < routed.size(); ++e) {
-      if (routed[e].empty()) continue;
-      const MlpWeights& ew = a.experts[e];
-      const int64_t m = static_cast<int64_t>(routed[e].size());
-      const int64_t inter = ew.gate.rows;
-      std::vector<float> xin(static_cast<size_t>(m * a.hidden)), gate(static_cast<size_t>(m * inter)),
-          up(static_cast<size_t>(m * inter)), y(static_cast<size_t>(m * a.hidden));
-      for (int64_t i = 0; i < m; ++i)
-        std::copy_n(a.x + routed[e][static_cast<size_t>(i)].first * a.hidden, a.hidden, xin.data() + i * a.hidden);
-      matmul(ew.gate, xin.data(), a.hidden, m, gate.data(), inter);
-      matmul(ew.up, xin.data(), a.hidden, m, up.data(), inter);
-      silu_mul(gate.data(), up.data(), m * inter, gate.data());
-      matmul(ew.down, gate.data(), inter, m, y.data(), a.hidden);
-      for (int64_t i = 0; i < m; ++i) {
-        const auto [t, weight] = routed[e][static_cast<size_t>(i)];
-        for (int64_t d = 0; d < a.hidden; ++d) a.out[t * a.hidden + d] += weight * y[static_cast<size_t>(i * a.hidden + d)];
-      }
-    }
-  }
-
- private:
-  std::vector<float> xs_, row_, scores_;  // scratch, reused across calls
-};
-
 }  // namespace
+
+void ReferenceBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
+            int64_t y_stride) {
+  SS_CHECK(!w.empty(), "matmul with an unbound weight");
+  // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights.
+  const int64_t cols = w.cols;
+  xs_.resize(static_cast<size_t>(n_tokens * cols));
+  const bool round = w.format != WeightFormat::kF32;
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = x[t * x_stride + c];
+      xs_[static_cast<size_t>(t * cols + c)] = round ? round_to_bf16(v) : v;
+    }
+  // Each weight row is dequantized once and dotted with every token: weights stream once.
+  row_.resize(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const float* wr;
+    if (w.format == WeightFormat::kF32) {
+      wr = static_cast<const float*>(w.data) + r * cols;
+    } else {
+      w.row_to_f32(r, row_.data());
+      wr = row_.data();
+    }
+    for (int64_t t = 0; t < n_tokens; ++t) y[t * y_stride + r] = dot(wr, xs_.data() + t * cols, cols);
+  }
+}
+
+void ReferenceBackend::rms_norm(const float* x, int64_t x_stride, const float* weight, int64_t n_tokens, int64_t dim,
+              float eps, float* y, int64_t y_stride) {
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* xr = x + t * x_stride;
+    float* yr = y + t * y_stride;
+    float sum_sq = 0.0f;
+    for (int64_t i = 0; i < dim; ++i) sum_sq += xr[i] * xr[i];
+    const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) yr[i] = weight[i] * (xr[i] * inv_rms);
+  }
+}
+
+void ReferenceBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t token_stride, int64_t head_stride,
+          int64_t rotary_dim, const float* cos, const float* sin, RopePairing pairing) {
+  const int64_t half = rotary_dim / 2;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* c = cos + t * half;
+    const float* s = sin + t * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x + t * token_stride + h * head_stride;
+      for (int64_t i = 0; i < half; ++i) {
+        // Pair (a, b) rotates by angle i: (a cos - b sin, b cos + a sin).
+        float* a = pairing == RopePairing::kInterleaved ? v + 2 * i : v + i;
+        float* b = pairing == RopePairing::kInterleaved ? v + 2 * i + 1 : v + i + half;
+        const float a0 = *a, b0 = *b;
+        *a = a0 * c[i] - b0 * s[i];
+        *b = b0 * c[i] + a0 * s[i];
+      }
+    }
+  }
+}
+
+void ReferenceBackend::silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void ReferenceBackend::embedding(const Weight& table, const int32_t* ids, int64_t n_tokens, float* out) {
+  for (int64_t t = 0; t < n_tokens; ++t) table.row_to_f32(ids[t], out + t * table.cols);
+}
+
+void ReferenceBackend::copy_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, float* dst,
+               int64_t dst_stride) {
+  for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + r * dst_stride);
+}
+
+void ReferenceBackend::scatter_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, const int64_t* dst_rows,
+                  float* dst, int64_t dst_stride) {
+  for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + dst_rows[r] * dst_stride);
+}
+
+void ReferenceBackend::add(const float* x, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void ReferenceBackend::add_bias(const float* bias, int64_t n_tokens, int64_t dim, float* y, int64_t y_stride) {
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t d = 0; d < dim; ++d) y[t * y_stride + d] += bias[d];
+}
+
+void ReferenceBackend::gqa_attention(const GqaAttentionArgs& a) {
+  const int64_t group = a.n_heads / a.n_kv_heads;
+  const int64_t kv_row = a.n_kv_heads * a.head_dim;
+  for (int64_t t = 0; t < a.n_tokens; ++t) {
+    const int64_t n_visible = a.positions[t] + 1;
+    scores_.resize(static_cast<size_t>(n_visible));
+    for (int64_t h = 0; h < a.n_heads; ++h) {
+      const float* q = a.q + t * a.q_stride + h * a.head_dim;
+      const int64_t kvh = h / group;
+      for (int64_t s = 0; s < n_visible; ++s) {
+        const int64_t row = kv_slot(a.block_table, a.block_size, s);
+        scores_[static_cast<size_t>(s)] = dot(q, a.k_pool + row * kv_row + kvh * a.head_dim, a.head_dim) * a.scale;
+      }
+      softmax_inplace(scores_.data(), n_visible);
+      float* out = a.out + (t * a.n_heads + h) * a.head_dim;
+      std::fill(out, out + a.head_dim, 0.0f);
+      for (int64_t s = 0; s < n_visible; ++s) {
+        const float p = scores_[static_cast<size_t>(s)];
+        const float* v = a.v_pool + kv_slot(a.block_table, a.block_size, s) * kv_row + kvh * a.head_dim;
+        for (int64_t d = 0; d < a.head_dim; ++d) out[d] += p * v[d];
+      }
+    }
+  }
+}
+
+void ReferenceBackend::mla_attention(const MlaAttentionArgs& a) {
+  const int64_t R = a.kv_lora_rank, P = a.rope_dim;
+  for (int64_t t = 0; t < a.n_tokens; ++t) {
+    const int64_t n_visible = a.positions[t] + 1;
+    scores_.resize(static_cast<size_t>(n_visible));
+    for (int64_t h = 0; h < a.n_heads; ++h) {
+      const float* ql = a.q_latent + (t * a.n_heads + h) * R;
+      const float* qp = a.q_pe + (t * a.n_heads + h) * P;
+      for (int64_t s = 0; s < n_visible; ++s) {
+        const int64_t row = kv_slot(a.block_table, a.block_size, s);
+        scores_[static_cast<size_t>(s)] = (dot(ql, a.c_kv_pool + row * R, R) + dot(qp, a.k_pe_pool + row * P, P)) * a.scale;
+      }
+      softmax_inplace(scores_.data(), n_visible);
+      float* out = a.out_latent + (t * a.n_heads + h) * R;
+      std::fill(out, out + R, 0.0f);
+      for (int64_t s = 0; s < n_visible; ++s) {
+        const float p = scores_[static_cast<size_t>(s)];
+        const float* c = a.c_kv_pool + kv_slot(a.block_table, a.block_size, s) * R;
+        for (int64_t d = 0; d < R; ++d) out[d] += p * c[d];
+      }
+    }
+  }
+}
+
+void ReferenceBackend::moe_experts(const MoeArgs& a) {
+  // Group tokens by expert so each selected expert's weights are read once per call.
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(a.experts.size());
+  for (int64_t t = 0; t < a.n_tokens; ++t)
+    for (int64_t j = 0; j < a.top_k; ++j) {
+      const int32_t e = a.expert_ids[t * a.top_k + j];
+      SS_CHECK(e >= 0 && static_cast<size_t>(e) < a.experts.size(), "expert id out of range");
+      routed[static_cast<size_t>(e)].emplace_back(t, a.expert_weights[t * a.top_k + j]);
+    }
+  for (size_t e = 0; e < routed.size(); ++e) {
+    if (routed[e].empty()) continue;
+    const MlpWeights& ew = a.experts[e];
+    const int64_t m = static_cast<int64_t>(routed[e].size());
+    const int64_t inter = ew.gate.rows;
+    std::vector<float> xin(static_cast<size_t>(m * a.hidden)), gate(static_cast<size_t>(m * inter)),
+        up(static_cast<size_t>(m * inter)), y(static_cast<size_t>(m * a.hidden));
+    for (int64_t i = 0; i < m; ++i)
+      std::copy_n(a.x + routed[e][static_cast<size_t>(i)].first * a.hidden, a.hidden, xin.data() + i * a.hidden);
+    matmul(ew.gate, xin.data(), a.hidden, m, gate.data(), inter);
+    matmul(ew.up, xin.data(), a.hidden, m, up.data(), inter);
+    silu_mul(gate.data(), up.data(), m * inter, gate.data());
+    matmul(ew.down, gate.data(), inter, m, y.data(), a.hidden);
+    for (int64_t i = 0; i < m; ++i) {
+      const auto [t, weight] = routed[e][static_cast<size_t>(i)];
+      for (int64_t d = 0; d < a.hidden; ++d) a.out[t * a.hidden + d] += weight * y[static_cast<size_t>(i * a.hidden + d)];
+    }
+  }
+}
+
 
 std::unique_ptr<Backend> make_reference_backend() { return std::make_unique<ReferenceBackend>(); }
 

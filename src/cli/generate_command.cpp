@@ -5,7 +5,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "backend/cpu_backend.h"
 #include "chat/chat_template.h"
+#include "cli/batch_generate.h"
 #include "cli/commands.h"
 #include "tokenizer/streaming.h"
 #include "engine/generator.h"
@@ -32,6 +34,12 @@ struct GenerateFlags {
   bool dummy_weights = false;
   bool chat = false;                // --prompt is a user message: apply the chat template
   std::vector<std::string> stop;    // stop strings
+  std::string batch_file;           // JSONL requests for the batched engine
+  int64_t max_batch = 64;
+  int64_t kv_budget = int64_t{256} << 20;
+  int64_t step_tokens = 512;
+  int64_t latency_guard = 0;        // step_tokens_while_interactive_decodes
+  int threads = 0;                  // CPU threads; 0 = all
 };
 
 // Tokenizes --prompt (as a chat turn with --chat); reports whether the template opened a
@@ -75,7 +83,31 @@ SamplingParams sampling_from(const GenerateFlags& f) {
   return p;
 }
 
+int run_batch(const GenerateFlags& f) {
+  if (!f.prompt.empty() || !f.prompt_ids.empty()) return report_error(invalid_argument("--batch-file replaces --prompt and --prompt-ids"));
+  auto dtype = parse_compute_dtype(f.dtype);
+  if (!dtype.ok()) return report_error(dtype.status());
+  LoadOptions load;
+  load.path = f.model;
+  load.dtype = *dtype;
+  load.dummy_weights = f.dummy_weights;
+  load.backend = make_cpu_backend(f.threads);
+  auto model = load_model(load);
+  if (!model.ok()) return report_error(model.status());
+  BatchFileOptions options;
+  options.path = f.batch_file;
+  options.engine.kv_budget_bytes = f.kv_budget;
+  options.engine.scheduler.max_running = f.max_batch;
+  options.engine.scheduler.step_tokens = f.step_tokens;
+  options.engine.scheduler.step_tokens_while_interactive_decodes = f.latency_guard;
+  options.defaults = sampling_from(f);
+  if (f.max_batch < 1 || f.step_tokens < 1 || f.kv_budget < 1)
+    return report_error(invalid_argument("--max-batch, --step-tokens and --kv-budget must be positive"));
+  return run_batch_file(**model, options);
+}
+
 int run_generate(const GenerateFlags& f) {
+  if (!f.batch_file.empty()) return run_batch(f);
   if (f.prompt.empty() == f.prompt_ids.empty())
     return report_error(invalid_argument("give exactly one of --prompt and --prompt-ids"));
   // The tokenizer is optional with --prompt-ids (config-only folders have none).
@@ -97,6 +129,7 @@ int run_generate(const GenerateFlags& f) {
   load.path = f.model;
   load.dtype = *dtype;
   load.dummy_weights = f.dummy_weights;
+  load.backend = make_cpu_backend(f.threads);
   auto model = load_model(load);
   if (!model.ok()) return report_error(model.status());
 
@@ -186,6 +219,13 @@ CommandMain add_generate_command(CLI::App& app) {
   cmd->add_flag("--dummy-weights", flags->dummy_weights, "generate weights of the config's shapes");
   cmd->add_flag("--chat", flags->chat, "treat --prompt as a user message and apply the chat template");
   cmd->add_option("--stop", flags->stop, "stop when this text appears (repeatable)");
+  cmd->add_option("--batch-file", flags->batch_file, "run every request of a JSONL file through the batched engine");
+  cmd->add_option("--max-batch", flags->max_batch, "sequences running at once (--batch-file)");
+  cmd->add_option("--kv-budget", flags->kv_budget, "bytes for the paged KV cache (--batch-file)");
+  cmd->add_option("--step-tokens", flags->step_tokens, "tokens computed per engine step, prefill chunks included (--batch-file)");
+  cmd->add_option("--latency-guard", flags->latency_guard,
+                  "while interactive requests decode, cap a step at this many tokens (CPU deployments; --batch-file)");
+  cmd->add_option("--threads", flags->threads, "CPU threads for the kernels (0 = all)")->check(CLI::NonNegativeNumber);
   return [cmd, flags]() -> int { return cmd->parsed() ? run_generate(*flags) : -1; };
 }
 

@@ -118,7 +118,12 @@ StepPlan Scheduler::schedule() {
   for (const Sequence* s : running_) demand[static_cast<size_t>(s->request.request_class)] += s->pending();
   for (size_t c = 0; c < 2; ++c)
     for (const Sequence* s : waiting_[c]) demand[c] += s->pending();
-  const int64_t B = config_.step_tokens;
+  int64_t B = config_.step_tokens;
+  const bool interactive_decoding = std::any_of(running_.begin(), running_.end(), [](const Sequence* s) {
+    return !s->is_batch() && s->n_generated() > 0 && s->pending() == 1;
+  });
+  if (interactive_decoding && config_.step_tokens_while_interactive_decodes > 0)
+    B = std::min(B, std::max(config_.step_tokens_while_interactive_decodes, n_running(RequestClass::kInteractive)));
   std::array<int64_t, 2> budget = {B, B};
   if (demand[0] > 0 && demand[1] > 0) {
     const int64_t guaranteed = static_cast<int64_t>(std::ceil(config_.interactive_share * static_cast<double>(B)));

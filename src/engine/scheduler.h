@@ -26,6 +26,10 @@ struct SchedulerConfig {
   double interactive_share = 2.0 / 3.0;
   double batch_kv_share = 0.5;        // of the pool's blocks
   std::array<int64_t, 2> max_waiting = {256, 4096};  // per class: beyond this, admission refuses
+  // Latency guard for compute-bound backends (CPUs): while interactive sequences decode, a step
+  // holds at most this many tokens in all, so batch work cannot stretch their inter-token
+  // latency. 0 = off (the share rule alone; right for bandwidth-bound GPUs).
+  int64_t step_tokens_while_interactive_decodes = 0;
   int64_t max_context = 0;            // the model's positions; 0 = unlimited
 };
 

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "backend/cpu_backend.h"
 #include "loader/checkpoint.h"
 
 namespace seekserve {
@@ -110,7 +111,7 @@ Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options) {
   bind.dummy_weights = options.dummy_weights;
   SS_RETURN_IF_ERROR(read_quantization_config(config, &bind));
   WeightBinder binder(checkpoint, bind);
-  std::shared_ptr<Backend> backend = options.backend ? options.backend : std::shared_ptr<Backend>(make_reference_backend());
+  std::shared_ptr<Backend> backend = options.backend ? options.backend : std::shared_ptr<Backend>(make_cpu_backend());
   return family->factory(config, binder, std::move(backend));
 }
 

@@ -16,7 +16,7 @@ struct LoadOptions {
   std::string path;                          // model folder (or config.json with dummy weights)
   ComputeDType dtype = ComputeDType::kF32;   // --dtype
   bool dummy_weights = false;                // generate weights of the config's shapes
-  std::shared_ptr<Backend> backend;          // null: the reference backend
+  std::shared_ptr<Backend> backend;          // null: the optimized CPU backend (make_cpu_backend)
 };
 
 Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options);

@@ -1,0 +1,242 @@
+#include "backend/cpu_backend.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/dtype.h"
+
+namespace seekserve {
+
+namespace {
+
+constexpr int kRows = 4;    // weight rows per micro-kernel call
+constexpr int kTokens = 4;  // tokens per micro-kernel call
+
+// out[r][t] = dot(w[r], x[t]) over k < K: float32 rows.
+using F32Kernel = void (*)(const float* const* w, const float* const* x, int64_t K, float out[kRows][kTokens]);
+
+void block_f32_portable(const float* const* w, const float* const* x, int64_t K, float out[kRows][kTokens]) {
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTokens; ++t) {
+      float acc[8] = {};
+      int64_t k = 0;
+      for (; k + 8 <= K; k += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += w[r][k + j] * x[t][k + j];
+      float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      for (; k < K; ++k) s += w[r][k] * x[t][k];
+      out[r][t] = s;
+    }
+}
+
+__attribute__((target("avx2,fma"))) float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) void block_f32_avx2(const float* const* w, const float* const* x, int64_t K,
+                                                        float out[kRows][kTokens]) {
+  __m256 acc[kRows][kTokens];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 xv[kTokens];
+    for (int t = 0; t < kTokens; ++t) xv[t] = _mm256_loadu_ps(x[t] + k);
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 wv = _mm256_loadu_ps(w[r] + k);
+      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTokens; ++t) {
+      float s = hsum256(acc[r][t]);
+      for (int64_t j = k; j < K; ++j) s += w[r][j] * x[t][j];
+      out[r][t] = s;
+    }
+}
+
+// Horizontal sum (GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header).
+__attribute__((target("avx512f"))) float hsum512(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float s = 0.0f;
+  for (int i = 0; i < 16; i += 2) s += lanes[i] + lanes[i + 1];
+  return s;
+}
+
+__attribute__((target("avx512f"))) void block_f32_avx512(const float* const* w, const float* const* x, int64_t K,
+                                                         float out[kRows][kTokens]) {
+  __m512 acc[kRows][kTokens];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 xv[kTokens];
+    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_loadu_ps(x[t] + k);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 wv = _mm512_loadu_ps(w[r] + k);
+      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 xv[kTokens];
+    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x[t] + k);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w[r] + k);
+      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTokens; ++t) out[r][t] = hsum512(acc[r][t]);
+}
+
+// BF16 weights against bf16 activations (x padded with zeros to a multiple of 32): vdpbf16ps
+// multiplies pairs and accumulates in float32, 32 products per instruction.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_bf16_avx512(const uint16_t* const* w,
+                                                                                const uint16_t* const* x, int64_t K,
+                                                                                float out[kRows][kTokens]) {
+  __m512 acc[kRows][kTokens];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512i xv[kTokens];
+    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_loadu_si512(x[t] + k);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512i wv = _mm512_loadu_si512(w[r] + k);
+      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv, (__m512bh)xv[t]);
+    }
+  }
+  if (k < K) {
+    const __mmask32 m = static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1);
+    __m512i xv[kTokens];
+    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_maskz_loadu_epi16(m, x[t] + k);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512i wv = _mm512_maskz_loadu_epi16(m, w[r] + k);
+      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv, (__m512bh)xv[t]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < kTokens; ++t) out[r][t] = hsum512(acc[r][t]);
+}
+
+bool cpu_has(unsigned leaf, unsigned subleaf, int reg, unsigned bit) {
+  unsigned regs[4];
+  if (!__get_cpuid_count(leaf, subleaf, &regs[0], &regs[1], &regs[2], &regs[3])) return false;
+  return (regs[reg] >> bit) & 1u;
+}
+
+// OS support for the AVX-512 register state (XCR0 bits 1, 2, 5, 6, 7).
+bool os_saves_avx512() {
+  if (!cpu_has(1, 0, 2, 27)) return false;  // OSXSAVE
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 0xe6) == 0xe6;
+}
+
+}  // namespace
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kPortable: return "portable";
+    case CpuIsa::kAvx2: return "avx2";
+    case CpuIsa::kAvx512: return "avx512";
+    case CpuIsa::kAvx512Bf16: return "avx512-bf16";
+  }
+  return "?";
+}
+
+CpuIsa detect_cpu_isa() {
+  const bool avx2 = cpu_has(7, 0, 1, 5) && cpu_has(1, 0, 2, 12);  // AVX2 and FMA
+  const bool avx512 = os_saves_avx512() && cpu_has(7, 0, 1, 16) && cpu_has(7, 0, 1, 30);  // F and BW
+  const bool bf16 = avx512 && cpu_has(7, 1, 0, 5);  // AVX512_BF16
+  if (bf16) return CpuIsa::kAvx512Bf16;
+  if (avx512) return CpuIsa::kAvx512;
+  if (avx2) return CpuIsa::kAvx2;
+  return CpuIsa::kPortable;
+}
+
+CpuBackend::CpuBackend(int n_threads, CpuIsa isa) {
+  isa_ = std::min(isa, detect_cpu_isa());
+  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  pool_ = std::make_unique<ThreadPool>(n_threads);
+}
+
+void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
+  SS_CHECK(!w.empty(), "matmul with an unbound weight");
+  const int64_t K = w.cols, M = w.rows;
+  const bool low_precision = w.format != WeightFormat::kF32;
+  const bool native_bf16 = w.format == WeightFormat::kBF16 && isa_ == CpuIsa::kAvx512Bf16;
+  const int64_t K32 = (K + 31) / 32 * 32;
+
+  // Activations once per call: float32 (bf16-rounded against low-precision weights) or bf16.
+  if (native_bf16) {
+    x_bf16_.assign(static_cast<size_t>(n * K32), 0);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t k = 0; k < K; ++k) x_bf16_[static_cast<size_t>(t * K32 + k)] = f32_to_bf16(x[t * x_stride + k]);
+  } else {
+    x_f32_.resize(static_cast<size_t>(n * K));
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t k = 0; k < K; ++k) {
+        const float v = x[t * x_stride + k];
+        x_f32_[static_cast<size_t>(t * K + k)] = low_precision ? round_to_bf16(v) : v;
+      }
+  }
+  const F32Kernel f32_kernel = isa_ >= CpuIsa::kAvx512 ? block_f32_avx512 : isa_ == CpuIsa::kAvx2 ? block_f32_avx2 : block_f32_portable;
+
+  // Tasks of 16 rows; each streams its weight rows once for all tokens.
+  constexpr int64_t kTaskRows = 16;
+  const int64_t n_tasks = (M + kTaskRows - 1) / kTaskRows;
+  auto task = [&](int64_t task_index) {
+    thread_local std::vector<float> dequantized;  // [kRows, K] for weights the kernels cannot read directly
+    const int64_t row_end = std::min(M, (task_index + 1) * kTaskRows);
+    for (int64_t r0 = task_index * kTaskRows; r0 < row_end; r0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, row_end - r0);
+      const float* wf[kRows];
+      const uint16_t* wb[kRows];
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t row = r0 + std::min<int64_t>(r, rows - 1);  // tail rows repeat the last one
+        if (w.format == WeightFormat::kF32) {
+          wf[r] = static_cast<const float*>(w.data) + row * K;
+        } else if (native_bf16) {
+          wb[r] = static_cast<const uint16_t*>(w.data) + row * K;
+        } else {
+          dequantized.resize(static_cast<size_t>(kRows * K));
+          if (r < rows) w.row_to_f32(row, dequantized.data() + r * K);
+          wf[r] = dequantized.data() + std::min<int64_t>(r, rows - 1) * K;
+        }
+      }
+      for (int64_t t0 = 0; t0 < n; t0 += kTokens) {
+        const int64_t tokens = std::min<int64_t>(kTokens, n - t0);
+        float out[kRows][kTokens];
+        if (native_bf16) {
+          const uint16_t* xb[kTokens];
+          for (int t = 0; t < kTokens; ++t) xb[t] = x_bf16_.data() + (t0 + std::min<int64_t>(t, tokens - 1)) * K32;
+          block_bf16_avx512(wb, xb, K, out);
+        } else {
+          const float* xf[kTokens];
+          for (int t = 0; t < kTokens; ++t) xf[t] = x_f32_.data() + (t0 + std::min<int64_t>(t, tokens - 1)) * K;
+          f32_kernel(wf, xf, K, out);
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t t = 0; t < tokens; ++t) y[(t0 + t) * y_stride + r0 + r] = out[r][t];
+      }
+    }
+  };
+  // Small products are not worth waking the workers.
+  if (M * K * std::max<int64_t>(n, 1) < (int64_t{1} << 17)) {
+    for (int64_t i = 0; i < n_tasks; ++i) task(i);
+  } else {
+    pool_->run(n_tasks, task);
+  }
+}
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+
+}  // namespace seekserve

@@ -1,0 +1,40 @@
+// The optimized CPU backend: the reference backend with matmuls that use AVX-512 (BF16 dot
+// products where the CPU has them) or AVX2+FMA, split over a persistent thread pool. Weights are
+// read once per call for all tokens, so decoding a batch costs little more than decoding one.
+// Numerics follow the reference (bf16-rounded activations against low-precision weights, float32
+// accumulation); only the summation order differs.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backend/reference_backend.h"
+#include "backend/thread_pool.h"
+
+namespace seekserve {
+
+enum class CpuIsa { kPortable, kAvx2, kAvx512, kAvx512Bf16 };
+const char* cpu_isa_name(CpuIsa isa);
+// The best instruction set this CPU supports.
+CpuIsa detect_cpu_isa();
+
+class CpuBackend final : public ReferenceBackend {
+ public:
+  // n_threads 0: one per hardware thread. isa: capped at what the CPU supports.
+  explicit CpuBackend(int n_threads = 0, CpuIsa isa = CpuIsa::kAvx512Bf16);
+  const char* name() const override { return "cpu"; }
+  CpuIsa isa() const { return isa_; }
+  int n_threads() const { return pool_->n_threads(); }
+
+  void matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) override;
+
+ private:
+  CpuIsa isa_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::vector<float> x_f32_;      // [n_tokens, cols] activations, bf16-rounded for low-precision weights
+  std::vector<uint16_t> x_bf16_;  // [n_tokens, cols padded to 32] for the AVX-512 BF16 kernel
+};
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
+
+}  // namespace seekserve

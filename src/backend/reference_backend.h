@@ -1,0 +1,37 @@
+// The reference backend: plain float32 loops, single-threaded, written for clarity. It is the
+// correctness baseline every faster backend is tested against; faster backends may derive from
+// it and override the ops they speed up (its moe_experts calls the virtual matmul).
+#pragma once
+
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace seekserve {
+
+class ReferenceBackend : public Backend {
+ public:
+  const char* name() const override { return "reference"; }
+  void matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
+              int64_t y_stride) override;
+  void rms_norm(const float* x, int64_t x_stride, const float* weight, int64_t n_tokens, int64_t dim,
+                float eps, float* y, int64_t y_stride) override;
+  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t token_stride, int64_t head_stride,
+            int64_t rotary_dim, const float* cos, const float* sin, RopePairing pairing) override;
+  void silu_mul(const float* gate, const float* up, int64_t n, float* out) override;
+  void embedding(const Weight& table, const int32_t* ids, int64_t n_tokens, float* out) override;
+  void copy_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, float* dst,
+                 int64_t dst_stride) override;
+  void scatter_rows(const float* src, int64_t src_stride, int64_t n_rows, int64_t width, const int64_t* dst_rows,
+                    float* dst, int64_t dst_stride) override;
+  void add(const float* x, int64_t n, float* y) override;
+  void add_bias(const float* bias, int64_t n_tokens, int64_t dim, float* y, int64_t y_stride) override;
+  void gqa_attention(const GqaAttentionArgs& a) override;
+  void mla_attention(const MlaAttentionArgs& a) override;
+  void moe_experts(const MoeArgs& a) override;
+
+ private:
+  std::vector<float> xs_, row_, scores_;  // scratch, reused across calls
+};
+
+}  // namespace seekserve
