@@ -265,6 +265,9 @@ TEST_F(ServerTest, ErrorsUseOpenAIBodiesAndStatusCodes) {
       {"GET", "/v1/chat/completions", "", 405, ""},
       {"POST", "/v1/nothing", "{}", 404, ""},
       {"POST", "/v1/completions", big, 413, ""},
+      {"POST", "/v1/completions", "{\"prompt\": \"\xff\xfe bad utf-8\"}", 400, ""},
+      {"POST", "/v1/completions", R"({"prompt": "hi", "stream_options": {"include_usage": true}})", 400, "stream_options"},
+      {"POST", "/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3})", 400, "top_logprobs"},
   };
   for (const Case& c : cases) {
     const HttpResponse r = http(server_->port(), c.method, c.path, c.body);
@@ -315,6 +318,24 @@ TEST_F(ServerTest, ClientDisconnectFreesItsSequence) {
             metrics.find("seekserve_kv_cache_usage_perc{model=\"tiny-deepseek-v3\"} 0\n") != std::string::npos;
   }
   EXPECT_TRUE(freed);
+}
+
+TEST_F(ServerTest, SixtyFourConcurrentStreamsAllCompleteWithTheRightText) {
+  const json greedy = {{"prompt", "The jury said"}, {"max_tokens", 24}, {"temperature", 0}, {"ignore_eos", true}};
+  const std::string expected = json::parse(http(server_->port(), "POST", "/v1/completions", greedy.dump()).body)["choices"][0]["text"];
+  json streamed = greedy;
+  streamed["stream"] = true;
+  std::vector<std::string> texts(64);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < texts.size(); ++i)
+    clients.emplace_back([&, i] {
+      const HttpResponse r = http(server_->port(), "POST", "/v1/completions", streamed.dump());
+      if (r.status != 200) return;
+      for (const std::string& e : sse_events(r.body))
+        if (e != "[DONE]") texts[i] += json::parse(e)["choices"][0]["text"].get<std::string>();
+    });
+  for (auto& t : clients) t.join();
+  for (const std::string& t : texts) EXPECT_EQ(t, expected);
 }
 
 TEST(ServerAuthTest, ApiKeysAreRequiredWhereConfigured) {
