@@ -1,7 +1,10 @@
 #include "server/http_server.h"
 
 #include <atomic>
+#include <sys/socket.h>
+
 #include <boost/asio.hpp>
+#include <cerrno>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <deque>
@@ -136,14 +139,22 @@ class Session : public std::enable_shared_from_this<Session> {
     handler_(ex);
   }
 
-  // While a response is pending, a read that returns EOF means the client left.
+  // While a response is pending, a read that returns EOF means the client left. The wait can
+  // report readiness with nothing to read (the reactor remembers earlier readiness), so the peek
+  // must not block: a blocking peek would stall this connection's strand until the client gave up.
   void watch_for_disconnect() {
     stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
       if (self->response_done_ || self->closed_) return;
+      if (ec) return self->close();
       char probe;
-      beast::error_code peek_ec;
-      const size_t n = ec ? 0 : self->stream_.socket().receive(net::buffer(&probe, 1), tcp::socket::message_peek, peek_ec);
-      if (ec || peek_ec || n == 0) self->close();  // gone (a pipelined request would have data)
+      const ssize_t n = ::recv(self->stream_.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return self->close();
+      if (n < 0) {
+        // Nothing there yet: look again after a moment (readiness may be stale).
+        auto timer = std::make_shared<net::steady_timer>(self->stream_.get_executor(), std::chrono::milliseconds(50));
+        timer->async_wait([self, timer](beast::error_code) { self->watch_for_disconnect(); });
+      }
+      // n > 0: the client sent more (a pipelined request); it is read after this response.
     });
   }
 
