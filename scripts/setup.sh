@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev zstd python3 curl
+  clang libclang-rt-14-dev zstd python3 curl prometheus
 )
 
 missing=()

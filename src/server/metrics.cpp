@@ -121,7 +121,7 @@ std::string ServerMetrics::render(const EngineSnapshot& s, int64_t open_connecti
   histogram("seekserve_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.", inter_token_);
   histogram("seekserve_e2e_request_latency_seconds", "Time from arrival to the end of a request.", e2e_);
   histogram("seekserve_request_queue_time_seconds", "Time from arrival to the first scheduled step.", queue_);
-  histogram("seekserve_iteration_tokens_total", "Tokens sampled per engine step (the decode batch size).", batch_size_);
+  histogram("seekserve_iteration_tokens", "Tokens sampled per engine step (the decode batch size).", batch_size_);
   return out;
 }
 
