@@ -338,6 +338,72 @@ TEST_F(ServerTest, SixtyFourConcurrentStreamsAllCompleteWithTheRightText) {
   for (const std::string& t : texts) EXPECT_EQ(t, expected);
 }
 
+TEST_F(ServerTest, TruncatedBodiesAndKeepAlive) {
+  // A body shorter than its Content-Length, then the client gives up: no answer, no harm.
+  int fd = connect_to(server_->port());
+  ASSERT_GE(fd, 0);
+  const std::string partial = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"prompt\": \"hi";
+  ASSERT_GT(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), 0);
+  ::shutdown(fd, SHUT_WR);
+  char buf[4096];
+  EXPECT_LE(::recv(fd, buf, sizeof buf, 0), 0);
+  ::close(fd);
+  // Two requests on one keep-alive connection.
+  fd = connect_to(server_->port());
+  ASSERT_GE(fd, 0);
+  const std::string body = R"({"prompt": "The jury said", "max_tokens": 3})";
+  const std::string one = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string raw;
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_GT(::send(fd, one.data(), one.size(), MSG_NOSIGNAL), 0);
+    // Read one whole response: headers, then Content-Length bytes.
+    std::string response;
+    while (true) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      ASSERT_GT(n, 0) << "connection closed after " << round << " responses";
+      response.append(buf, static_cast<size_t>(n));
+      const size_t end = response.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      const size_t cl = response.find("Content-Length: ");
+      const size_t length = std::stoul(response.substr(cl + 16));
+      if (response.size() >= end + 4 + length) break;
+    }
+    EXPECT_EQ(parse_response(response).status, 200) << response;
+  }
+  ::close(fd);
+  EXPECT_EQ(http(server_->port(), "GET", "/health").status, 200);
+}
+
+TEST_F(ServerTest, ASlowStreamReaderDoesNotHoldUpOthers) {
+  const int slow = connect_to(server_->port());
+  ASSERT_GE(slow, 0);
+  int small = 4096;
+  setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  const std::string long_request = R"({"prompt": "The jury said", "max_tokens": 300, "ignore_eos": true, "temperature": 0)";
+  const std::string req = build_request("POST", "/v1/completions", long_request + R"(, "stream": true})", "");
+  ASSERT_GT(::send(slow, req.data(), req.size(), MSG_NOSIGNAL), 0);
+  // While the slow client reads nothing, another request completes.
+  const auto t0 = std::chrono::steady_clock::now();
+  const HttpResponse quick = http(server_->port(), "POST", "/v1/completions", R"({"prompt": "Hello", "max_tokens": 4})");
+  EXPECT_EQ(quick.status, 200);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // The slow client then reads its whole stream, intact.
+  std::string raw;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::recv(slow, buf, sizeof buf, 0)) > 0) raw.append(buf, static_cast<size_t>(n));
+  ::close(slow);
+  const HttpResponse r = parse_response(raw);
+  ASSERT_EQ(r.status, 200);
+  std::string text;
+  for (const std::string& e : sse_events(r.body))
+    if (e != "[DONE]") text += json::parse(e)["choices"][0]["text"].get<std::string>();
+  const json whole = json::parse(http(server_->port(), "POST", "/v1/completions", long_request + "}").body);
+  EXPECT_EQ(text, whole["choices"][0]["text"]);
+  EXPECT_EQ(whole["usage"]["completion_tokens"], 300);
+}
+
 TEST(ServerAuthTest, ApiKeysAreRequiredWhereConfigured) {
   ServerProcess server({"--api-key", "k1", "--api-key", "k2"});
   ASSERT_GT(server.port(), 0) << server.log();
