@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -101,10 +102,10 @@ HttpResponse http(int port, const std::string& method, const std::string& path, 
 
 class ServerProcess {
  public:
-  explicit ServerProcess(const std::vector<std::string>& extra = {}) {
+  explicit ServerProcess(const std::vector<std::string>& extra = {},
+                         const std::string& model = testing::source_dir() + "/models/tiny-deepseek-v3") {
     log_ = testing::make_temp_dir("serve") + "/stderr";
-    std::vector<std::string> args = {SEEKSERVE_BINARY, "serve", "--model", testing::source_dir() + "/models/tiny-deepseek-v3",
-                                     "--port", "0", "--threads", "1"};
+    std::vector<std::string> args = {SEEKSERVE_BINARY, "serve", "--model", model, "--port", "0", "--threads", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -438,6 +439,44 @@ TEST(ServerOverloadTest, BurstBeyondTheQueueGets503WithRetryAfter) {
   }
   EXPECT_GT(ok, 0);
   EXPECT_GT(overloaded, 0);
+}
+
+TEST(ServerReasoningTest, ThinkingOutputGoesToReasoningContent) {
+  // The tiny model with an R1-style template that opens the assistant turn with "<think>\n":
+  // everything up to </think> (which this model never writes) is reasoning, streamed as its own deltas.
+  namespace fs = std::filesystem;
+  const std::string source = testing::source_dir() + "/models/tiny-deepseek-v3";
+  const std::string dir = testing::make_temp_dir("r1");
+  for (const auto& entry : fs::directory_iterator(source)) fs::copy(entry.path(), dir + "/" + entry.path().filename().string());
+  std::ifstream in(dir + "/tokenizer_config.json");
+  json config = json::parse(in);
+  in.close();
+  std::string tmpl = config["chat_template"];
+  const std::string gen = "{{'<｜Assistant｜>'}}{% endif %}";
+  ASSERT_NE(tmpl.rfind(gen), std::string::npos);
+  tmpl.replace(tmpl.rfind(gen), gen.size(), "{{'<｜Assistant｜><think>\n'}}{% endif %}");
+  config["chat_template"] = tmpl;
+  fs::remove(dir + "/tokenizer_config.json");
+  std::ofstream(dir + "/tokenizer_config.json") << config.dump();
+  ServerProcess server({}, dir);
+  ASSERT_GT(server.port(), 0) << server.log();
+  const json req = {{"messages", {{{"role", "user"}, {"content", "Why?"}}}}, {"max_tokens", 16}, {"temperature", 0}, {"ignore_eos", true}};
+  const json whole = json::parse(http(server.port(), "POST", "/v1/chat/completions", req.dump()).body);
+  const json& message = whole["choices"][0]["message"];
+  EXPECT_EQ(message["content"], "");
+  EXPECT_FALSE(message["reasoning_content"].get<std::string>().empty());
+  json streamed = req;
+  streamed["stream"] = true;
+  std::string reasoning, content;
+  for (const std::string& e : sse_events(http(server.port(), "POST", "/v1/chat/completions", streamed.dump()).body)) {
+    if (e == "[DONE]") continue;
+    const json delta = json::parse(e)["choices"][0]["delta"];
+    if (delta.contains("reasoning_content")) reasoning += delta["reasoning_content"].get<std::string>();
+    if (delta.contains("content")) content += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(reasoning, message["reasoning_content"]);
+  EXPECT_EQ(content, "");
+  fs::remove_all(dir);
 }
 
 TEST(ServerShutdownTest, SigtermDrainsInFlightRequests) {

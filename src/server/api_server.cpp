@@ -326,6 +326,19 @@ ApiServer::ApiServer(ApiConfig config, std::shared_ptr<const Tokenizer> tokenize
 
 void ApiServer::respond_error(const std::shared_ptr<HttpExchange>& ex, const ApiError& error) {
   metrics_.request_failed(error.http_status);
+  if (config_.access_log) {
+    // Refused requests get their access-log line too (completed ones are logged by their job).
+    ordered_json j;
+    j["time"] = unix_time();
+    j["request_id"] = nullptr;
+    j["model"] = config_.served_model_name;
+    j["path"] = std::string(ex->path());
+    j["status"] = error.http_status;
+    j["error_type"] = error.type;
+    const std::string_view auth = ex->header("Authorization");
+    j["api_key_hash"] = auth.size() > 7 ? short_hash(auth.substr(7)) : "";
+    std::fprintf(stderr, "%s\n", j.dump(-1, ' ', false, ordered_json::error_handler_t::replace).c_str());
+  }
   Headers headers;
   if (error.http_status == 503) headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
   if (error.http_status == 401) headers.emplace_back("WWW-Authenticate", "Bearer");
