@@ -62,19 +62,7 @@ Result<std::vector<int32_t>> tokenize_prompt(const GenerateFlags& f, const Token
 
 // Sampling defaults come from generation_config.json (as transformers does); flags override.
 SamplingParams sampling_from(const GenerateFlags& f) {
-  SamplingParams p;
-  p.temperature = 0.0f;
-  namespace fs = std::filesystem;
-  const fs::path gen = fs::path(f.model) / "generation_config.json";
-  if (fs::is_directory(f.model) && fs::exists(gen)) {
-    auto config = load_config(gen.string());
-    if (config.ok() && config->bool_or("do_sample", false)) {
-      p.temperature = static_cast<float>(config->double_or("temperature", 1.0));
-      p.top_k = config->int_or("top_k", 0);
-      p.top_p = static_cast<float>(config->double_or("top_p", 1.0));
-      p.min_p = static_cast<float>(config->double_or("min_p", 0.0));
-    }
-  }
+  SamplingParams p = sampling_defaults(f.model);
   if (f.temperature) p.temperature = *f.temperature;
   if (f.top_k) p.top_k = *f.top_k;
   if (f.top_p) p.top_p = *f.top_p;
@@ -83,16 +71,19 @@ SamplingParams sampling_from(const GenerateFlags& f) {
   return p;
 }
 
-int run_batch(const GenerateFlags& f) {
-  if (!f.prompt.empty() || !f.prompt_ids.empty()) return report_error(invalid_argument("--batch-file replaces --prompt and --prompt-ids"));
-  auto dtype = parse_compute_dtype(f.dtype);
-  if (!dtype.ok()) return report_error(dtype.status());
+Result<std::unique_ptr<CausalLM>> load_for(const GenerateFlags& f) {
+  SS_ASSIGN_OR_RETURN(ComputeDType dtype, parse_compute_dtype(f.dtype));
   LoadOptions load;
   load.path = f.model;
-  load.dtype = *dtype;
+  load.dtype = dtype;
   load.dummy_weights = f.dummy_weights;
   load.backend = make_cpu_backend(f.threads);
-  auto model = load_model(load);
+  return load_model(load);
+}
+
+int run_batch(const GenerateFlags& f) {
+  if (!f.prompt.empty() || !f.prompt_ids.empty()) return report_error(invalid_argument("--batch-file replaces --prompt and --prompt-ids"));
+  auto model = load_for(f);
   if (!model.ok()) return report_error(model.status());
   BatchFileOptions options;
   options.path = f.batch_file;
@@ -122,15 +113,7 @@ int run_generate(const GenerateFlags& f) {
                                                          : tokenize_prompt(f, *tokenizer, &in_reasoning);
   if (!prompt.ok()) return report_error(prompt.status());
   if (prompt->empty()) return report_error(invalid_argument(f.prompt.empty() ? "--prompt-ids holds no token ids" : "--prompt is empty"));
-  auto dtype = parse_compute_dtype(f.dtype);
-  if (!dtype.ok()) return report_error(dtype.status());
-
-  LoadOptions load;
-  load.path = f.model;
-  load.dtype = *dtype;
-  load.dummy_weights = f.dummy_weights;
-  load.backend = make_cpu_backend(f.threads);
-  auto model = load_model(load);
+  auto model = load_for(f);
   if (!model.ok()) return report_error(model.status());
 
   GenerateOptions options;

@@ -74,16 +74,10 @@ int run_serve(const ServeFlags& f) {
   load.backend = make_cpu_backend(f.threads);
   auto model = load_model(load);
   if (!model.ok()) return report_error(model.status());
-  // Sampling defaults from generation_config.json, as transformers and vLLM use them.
-  const auto gen_path = std::filesystem::path(f.model) / "generation_config.json";
-  if (std::filesystem::exists(gen_path)) {
-    auto gen = load_config(gen_path.string());
-    if (gen.ok() && gen->bool_or("do_sample", false)) {
-      api.default_sampling.temperature = static_cast<float>(gen->double_or("temperature", 1.0));
-      api.default_sampling.top_p = static_cast<float>(gen->double_or("top_p", 1.0));
-      api.default_sampling.top_k = gen->int_or("top_k", 0);
-    }
-  }
+  // Sampling defaults from generation_config.json, as transformers and vLLM use them; a request
+  // without a temperature gets the model's (1.0, OpenAI's default, when the file says greedy).
+  api.default_sampling = sampling_defaults(f.model);
+  if (api.default_sampling.temperature == 0.0f) api.default_sampling.temperature = 1.0f;
   EngineConfig engine_config;
   engine_config.kv_budget_bytes = f.kv_budget;
   engine_config.scheduler.step_tokens = f.step_tokens;

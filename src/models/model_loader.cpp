@@ -37,6 +37,20 @@ std::vector<std::string> supported_architectures() {
   return out;
 }
 
+SamplingParams sampling_defaults(const std::string& model_dir) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  const fs::path path = fs::path(model_dir) / "generation_config.json";
+  if (!fs::is_directory(model_dir) || !fs::exists(path)) return p;
+  auto config = load_config(path.string());
+  if (!config.ok() || !config->bool_or("do_sample", false)) return p;
+  p.temperature = static_cast<float>(config->double_or("temperature", 1.0));
+  p.top_k = config->int_or("top_k", 0);
+  p.top_p = static_cast<float>(config->double_or("top_p", 1.0));
+  p.min_p = static_cast<float>(config->double_or("min_p", 0.0));
+  return p;
+}
+
 Result<ComputeDType> parse_compute_dtype(const std::string& name) {
   if (name == "f32" || name == "float32") return ComputeDType::kF32;
   if (name == "bf16" || name == "bfloat16") return ComputeDType::kBF16;

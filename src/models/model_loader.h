@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "engine/sampler.h"
 #include "model/hf_config.h"
 #include "model/weight_binder.h"
 #include "models/causal_lm.h"
@@ -23,6 +24,10 @@ Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options);
 
 // The architectures load_model accepts, in the order they are listed in errors.
 std::vector<std::string> supported_architectures();
+
+// Sampling defaults of a model folder: generation_config.json's temperature, top_k, top_p and
+// min_p when it says do_sample; greedy otherwise (and when the file is absent).
+SamplingParams sampling_defaults(const std::string& model_dir);
 
 // Parses "f32" / "bf16" (the --dtype values).
 Result<ComputeDType> parse_compute_dtype(const std::string& name);
