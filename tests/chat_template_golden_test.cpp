@@ -11,15 +11,10 @@
 namespace seekserve {
 namespace {
 
-std::string tokenizer_dir(const std::string& name) {
-  if (name == "tiny") return testing::source_dir() + "/models/tiny-deepseek-v3";
-  return testing::tokenizers_dir() + "/" + name;
-}
-
 class ChatTemplateGoldenTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ChatTemplateGoldenTest, RendersEveryCaseExactly) {
-  auto tokenizer = Tokenizer::load(tokenizer_dir(GetParam()));
+  auto tokenizer = Tokenizer::load(testing::tokenizer_dir(GetParam()));
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
   const TokenizerSettings& settings = (*tokenizer)->settings();
   auto tmpl = ChatTemplate::compile(settings.chat_template);

@@ -11,15 +11,10 @@
 namespace seekserve {
 namespace {
 
-std::string tokenizer_dir(const std::string& name) {
-  if (name == "tiny") return testing::source_dir() + "/models/tiny-deepseek-v3";
-  return testing::tokenizers_dir() + "/" + name;
-}
-
 class StreamDecoderGoldenTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(StreamDecoderGoldenTest, TokenByTokenConcatenatesToFullDecode) {
-  auto tokenizer = Tokenizer::load(tokenizer_dir(GetParam()));
+  auto tokenizer = Tokenizer::load(testing::tokenizer_dir(GetParam()));
   ASSERT_TRUE(tokenizer.ok());
   std::ifstream in(testing::fixtures_dir() + "/goldens/tokenizer_" + GetParam() + ".golden.json");
   const auto golden = nlohmann::json::parse(in);
@@ -49,7 +44,7 @@ int32_t id_of_bytes(const Tokenizer& t, const std::string& bytes) {
 }
 
 TEST(StreamDecoderTest, HoldsASplitCharacterUntilItIsComplete) {
-  auto tokenizer = Tokenizer::load(tokenizer_dir("tiny"));
+  auto tokenizer = Tokenizer::load(testing::tokenizer_dir("tiny"));
   ASSERT_TRUE(tokenizer.ok());
   // "é" = C3 A9, fed as two single-byte tokens.
   const int32_t lead = id_of_bytes(**tokenizer, "\xC3"), tail = id_of_bytes(**tokenizer, "\xA9");
@@ -62,7 +57,7 @@ TEST(StreamDecoderTest, HoldsASplitCharacterUntilItIsComplete) {
 }
 
 TEST(StreamDecoderTest, InvalidBytesBecomeReplacementCharacters) {
-  auto tokenizer = Tokenizer::load(tokenizer_dir("tiny"));
+  auto tokenizer = Tokenizer::load(testing::tokenizer_dir("tiny"));
   ASSERT_TRUE(tokenizer.ok());
   const int32_t lone_continuation = id_of_bytes(**tokenizer, "\x80"), lead = id_of_bytes(**tokenizer, "\xE4"),
                 a = id_of_bytes(**tokenizer, "a");

@@ -23,6 +23,13 @@ inline bool have_shared() { return std::filesystem::exists(shared_dir() + "/fixt
 // ../shared for the large tiny-qwen2. Empty when absent.
 std::string model_dir(const std::string& name);
 
+// Folder holding tokenizer.json for a golden tokenizer name: "tiny" (the bundled model),
+// "deepseek_v3" or "qwen3" (unpacked into the build tree).
+inline std::string tokenizer_dir(const std::string& name) {
+  if (name == "tiny") return source_dir() + "/models/tiny-deepseek-v3";
+  return tokenizers_dir() + "/" + name;
+}
+
 // A golden_<model>.safetensors file: typed access by tensor name.
 class Golden {
  public:

@@ -16,11 +16,6 @@ struct TokenizerCase {
   std::string dir;   // folder with tokenizer.json
 };
 
-std::string tokenizer_dir(const std::string& name) {
-  if (name == "tiny") return testing::source_dir() + "/models/tiny-deepseek-v3";
-  return testing::tokenizers_dir() + "/" + name;
-}
-
 nlohmann::json load_golden(const std::string& name) {
   std::ifstream in(testing::fixtures_dir() + "/goldens/tokenizer_" + name + ".golden.json");
   return nlohmann::json::parse(in);
@@ -29,7 +24,7 @@ nlohmann::json load_golden(const std::string& name) {
 class TokenizerGoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    auto loaded = Tokenizer::load(tokenizer_dir(GetParam()));
+    auto loaded = Tokenizer::load(testing::tokenizer_dir(GetParam()));
     ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
     tokenizer_ = *loaded;
     golden_ = load_golden(GetParam());
