@@ -26,6 +26,10 @@ struct ModelInfo {
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;  // from config.json and generation_config.json
   int64_t weight_bytes = 0;       // bytes of all bound weights as held
+  int64_t embedding_bytes = 0;    // of which the embedding table (read one row per token)
+  int64_t expert_bytes = 0;       // of which routed experts, all layers (MoE models)
+  int64_t n_routed_experts = 0;   // experts per MoE layer (0: dense)
+  int64_t n_moe_layers = 0;
 };
 
 // Called after the embedding (layer 0), each decoder layer (1..n) and the final norm (n+1)

@@ -66,6 +66,13 @@ class DeepseekLM final : public DecoderLM {
     lm_head = c.tie_word_embeddings ? embed_tokens : binder.linear("lm_head", c.vocab_size, c.hidden_size);
     SS_RETURN_IF_ERROR(binder.status());
     info_.weight_bytes = binder.bytes_bound();
+    info_.embedding_bytes = embed_tokens.bytes();
+    info_.n_routed_experts = c.moe.n_routed_experts;
+    for (int64_t i = 0; i < c.n_layers; ++i) {
+      if (!c.is_moe_layer(i)) continue;
+      ++info_.n_moe_layers;
+      for (const MlpWeights& e : layers_[static_cast<size_t>(i)].moe.experts) info_.expert_bytes += e.gate.bytes() + e.up.bytes() + e.down.bytes();
+    }
     return Status::Ok();
   }
 

@@ -32,6 +32,7 @@ class DenseDecoderLM final : public DecoderLM {
     lm_head = c.tie_word_embeddings ? embed_tokens : binder.linear("lm_head", c.vocab_size, c.hidden_size);
     SS_RETURN_IF_ERROR(binder.status());
     info_.weight_bytes = binder.bytes_bound();
+    info_.embedding_bytes = embed_tokens.bytes();
     return Status::Ok();
   }
 

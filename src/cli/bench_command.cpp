@@ -1,0 +1,200 @@
+// seekserve bench: prefill and decode speed of one model on this machine, next to the memory
+// bandwidth measured in the same run, so decode can be judged as a share of what the memory
+// delivers (the bytes a decode step must read: every weight but the embedding table, and for MoE
+// models only the experts the step selected).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "backend/cpu_backend.h"
+#include "cli/commands.h"
+#include "engine/sampler.h"
+#include "models/model_loader.h"
+
+namespace seekserve {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchFlags {
+  std::string model;
+  bool dummy_weights = false;
+  std::string dtype = "bf16";
+  int threads = 0;
+  int64_t prompt_tokens = 512;
+  int64_t gen_tokens = 32;
+  int64_t batch = 1;
+  std::string device = "cpu";
+  bool json = false;
+};
+
+// Sum of a buffer streamed from memory with wide loads; the compiler may not drop it.
+__attribute__((target("avx2"))) double stream_sum_avx2(const float* p, size_t n) {
+  __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(p + i));
+    b = _mm256_add_ps(b, _mm256_loadu_ps(p + i + 8));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(a, b));
+  double s = 0;
+  for (float v : lanes) s += v;
+  return s;
+}
+
+// Read bandwidth in GB/s with `threads` threads over a buffer far larger than the caches:
+// the median of several passes (the machine is shared, single passes vary).
+double measure_bandwidth(int threads) {
+  const size_t bytes = size_t{1} << 30;
+  std::vector<float> buffer(bytes / sizeof(float), 1.0f);  // touched: pages are resident
+  std::vector<double> rates;
+  volatile double sink = 0;
+  for (int pass = 0; pass < 7; ++pass) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    std::vector<double> partial(static_cast<size_t>(threads));
+    const size_t per = buffer.size() / static_cast<size_t>(threads);
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] { partial[static_cast<size_t>(t)] = stream_sum_avx2(buffer.data() + per * static_cast<size_t>(t), per); });
+    for (auto& th : pool) th.join();
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    for (double p : partial) sink = sink + p;
+    rates.push_back(static_cast<double>(bytes) / seconds / 1e9);
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+int run_bench(const BenchFlags& f) {
+  if (f.device != "cpu") return report_error(unimplemented("--device " + f.device + " is not available in this build (supported: cpu)"));
+  if (f.prompt_tokens < 1 || f.gen_tokens < 1 || f.batch < 1) return report_error(invalid_argument("--prompt-tokens, --gen-tokens and --batch must be positive"));
+  auto dtype = parse_compute_dtype(f.dtype);
+  if (!dtype.ok()) return report_error(dtype.status());
+  auto backend = std::make_shared<CpuBackend>(f.threads);
+  LoadOptions load;
+  load.path = f.model;
+  load.dtype = *dtype;
+  load.dummy_weights = f.dummy_weights;
+  load.backend = backend;
+  auto loaded = load_model(load);
+  if (!loaded.ok()) return report_error(loaded.status());
+  CausalLM& model = **loaded;
+  const ModelInfo& info = model.info();
+  if (f.prompt_tokens + f.gen_tokens > info.max_positions) return report_error(out_of_range("prompt plus generated tokens exceed the context"));
+
+  const int threads = backend->n_threads();
+  const double bandwidth = measure_bandwidth(threads);
+
+  // One pool for all sequences; sequence s owns blocks [s * per_seq, (s + 1) * per_seq).
+  const int64_t block = 16, per_seq = (f.prompt_tokens + f.gen_tokens + block - 1) / block;
+  KvPool pool(model.kv_layout(), per_seq * f.batch, block);
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(f.batch)), prompts(static_cast<size_t>(f.batch));
+  for (int64_t s = 0; s < f.batch; ++s) {
+    for (int64_t b = 0; b < per_seq; ++b) tables[static_cast<size_t>(s)].push_back(static_cast<int32_t>(s * per_seq + b));
+    for (int64_t i = 0; i < f.prompt_tokens; ++i)
+      prompts[static_cast<size_t>(s)].push_back(static_cast<int32_t>((s * 7919 + i * 104729 + 3) % info.vocab_size));
+  }
+  std::vector<float> logits;
+  // Warm-up: one token, so weight pages are resident before timing.
+  {
+    ForwardBatch warm;
+    warm.chunks.push_back({std::span<const int32_t>(prompts[0]).subspan(0, 1), 0, tables[0], 1});
+    if (Status st = model.forward_batch(warm, pool, &logits); !st.ok()) return report_error(st);
+  }
+  // Prefill: every sequence's prompt in one batched pass.
+  ForwardBatch prefill;
+  for (int64_t s = 0; s < f.batch; ++s) prefill.chunks.push_back({prompts[static_cast<size_t>(s)], 0, tables[static_cast<size_t>(s)], 1});
+  auto t0 = Clock::now();
+  if (Status st = model.forward_batch(prefill, pool, &logits); !st.ok()) return report_error(st);
+  const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  // Decode: one token per sequence per step, greedy; count the experts each step selects.
+  std::vector<int32_t> next(static_cast<size_t>(f.batch));
+  for (int64_t s = 0; s < f.batch; ++s) next[static_cast<size_t>(s)] = argmax(logits.data() + s * info.vocab_size, info.vocab_size);
+  std::vector<std::set<int32_t>> selected;
+  double experts_selected = 0;
+  ForwardBatch step;
+  step.on_routing = [&](int64_t layer, int64_t n_tokens, int64_t top_k, const int32_t* ids, const float*) {
+    if (static_cast<size_t>(layer) >= selected.size()) selected.resize(static_cast<size_t>(layer) + 1);
+    for (int64_t i = 0; i < n_tokens * top_k; ++i) selected[static_cast<size_t>(layer)].insert(ids[i]);
+  };
+  std::vector<double> step_s;
+  for (int64_t g = 0; g < f.gen_tokens; ++g) {
+    step.chunks.clear();
+    selected.clear();
+    for (int64_t s = 0; s < f.batch; ++s)
+      step.chunks.push_back({std::span<const int32_t>(&next[static_cast<size_t>(s)], 1), f.prompt_tokens + g, tables[static_cast<size_t>(s)], 1});
+    t0 = Clock::now();
+    if (Status st = model.forward_batch(step, pool, &logits); !st.ok()) return report_error(st);
+    step_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    for (const auto& layer : selected) experts_selected += static_cast<double>(layer.size());
+    for (int64_t s = 0; s < f.batch; ++s) next[static_cast<size_t>(s)] = argmax(logits.data() + s * info.vocab_size, info.vocab_size);
+  }
+  std::vector<double> sorted = step_s;
+  std::sort(sorted.begin(), sorted.end());
+  const double step_median = sorted[sorted.size() / 2];
+  // Bytes a decode step reads: everything but the embedding table; routed experts only as selected.
+  double step_bytes = static_cast<double>(info.weight_bytes - info.embedding_bytes - info.expert_bytes);
+  if (info.n_routed_experts > 0 && info.n_moe_layers > 0) {
+    const double per_expert = static_cast<double>(info.expert_bytes) / static_cast<double>(info.n_moe_layers * info.n_routed_experts);
+    step_bytes += per_expert * experts_selected / static_cast<double>(f.gen_tokens);
+  }
+  const double decode_tps = 1.0 / step_median;
+  const double share = step_bytes / step_median / 1e9 / bandwidth;
+
+  nlohmann::ordered_json out;
+  out["model"] = f.model;
+  out["architecture"] = info.architecture;
+  out["dtype"] = f.dtype;
+  out["isa"] = cpu_isa_name(backend->isa());
+  out["threads"] = threads;
+  out["batch"] = f.batch;
+  out["prompt_tokens"] = f.prompt_tokens;
+  out["gen_tokens"] = f.gen_tokens;
+  out["weight_bytes"] = info.weight_bytes;
+  out["prefill_tokens_per_s"] = static_cast<double>(f.prompt_tokens * f.batch) / prefill_s;
+  out["decode_tokens_per_s"] = decode_tps;
+  out["decode_total_tokens_per_s"] = decode_tps * static_cast<double>(f.batch);
+  out["decode_step_ms_median"] = step_median * 1e3;
+  out["decode_bytes_per_token"] = step_bytes / static_cast<double>(f.batch);
+  out["decode_bytes_per_step"] = step_bytes;
+  out["measured_bandwidth_GBps"] = bandwidth;
+  out["bandwidth_share"] = share;
+  if (f.json) {
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("%s (%s, %s, %s, %d threads), batch %lld\n", f.model.c_str(), info.architecture.c_str(), f.dtype.c_str(),
+                cpu_isa_name(backend->isa()), threads, static_cast<long long>(f.batch));
+    std::printf("  prefill  %8.1f tok/s   (%lld tokens x %lld sequences)\n", out["prefill_tokens_per_s"].get<double>(),
+                static_cast<long long>(f.prompt_tokens), static_cast<long long>(f.batch));
+    std::printf("  decode   %8.1f tok/s per sequence, %.1f in total (median step %.2f ms)\n", decode_tps, decode_tps * static_cast<double>(f.batch), step_median * 1e3);
+    std::printf("  reads    %.3f GB per step; memory %.1f GB/s measured now; decode reaches %.0f%% of it\n", step_bytes / 1e9, bandwidth, 100.0 * share);
+  }
+  return 0;
+}
+
+}  // namespace
+
+CommandMain add_bench_command(CLI::App& app) {
+  auto f = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand("bench", "prefill and decode speed against the memory bandwidth measured in the same run");
+  cmd->add_option("--model", f->model, "model folder (or config.json with --dummy-weights)")->required();
+  cmd->add_flag("--dummy-weights", f->dummy_weights, "generate weights of the config's shapes");
+  cmd->add_option("--dtype", f->dtype, "weight format: bf16 or f32");
+  cmd->add_option("--threads", f->threads, "CPU threads (0 = all)");
+  cmd->add_option("--prompt-tokens", f->prompt_tokens, "prompt length per sequence");
+  cmd->add_option("--gen-tokens", f->gen_tokens, "decode steps");
+  cmd->add_option("--batch", f->batch, "sequences decoded together");
+  cmd->add_option("--device", f->device, "cpu");
+  cmd->add_flag("--json", f->json, "print one JSON object");
+  return [cmd, f]() -> int { return cmd->parsed() ? run_bench(*f) : -1; };
+}
+
+}  // namespace seekserve
