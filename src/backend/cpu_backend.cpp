@@ -69,61 +69,84 @@ __attribute__((target("avx512f"))) float hsum512(__m512 v) {
   return s;
 }
 
-__attribute__((target("avx512f"))) void block_f32_avx512(const float* const* w, const float* const* x, int64_t K,
-                                                         float out[kRows][kTokens]) {
-  __m512 acc[kRows][kTokens];
+// T = tokens actually present (1..4): a decode step must not pay for padding tokens.
+template <int T>
+__attribute__((target("avx512f"))) void block_f32_avx512_t(const float* const* w, const float* const* x, int64_t K,
+                                                           float out[kRows][kTokens]) {
+  constexpr int kTokens_ = T;
+  __m512 acc[kRows][kTokens_];
   for (auto& row : acc)
     for (auto& a : row) a = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    __m512 xv[kTokens];
-    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_loadu_ps(x[t] + k);
+    __m512 xv[kTokens_];
+    for (int t = 0; t < kTokens_; ++t) xv[t] = _mm512_loadu_ps(x[t] + k);
     for (int r = 0; r < kRows; ++r) {
       const __m512 wv = _mm512_loadu_ps(w[r] + k);
-      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+      for (int t = 0; t < kTokens_; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
   if (k < K) {
     const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1);
-    __m512 xv[kTokens];
-    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x[t] + k);
+    __m512 xv[kTokens_];
+    for (int t = 0; t < kTokens_; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x[t] + k);
     for (int r = 0; r < kRows; ++r) {
       const __m512 wv = _mm512_maskz_loadu_ps(m, w[r] + k);
-      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+      for (int t = 0; t < kTokens_; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < kTokens; ++t) out[r][t] = hsum512(acc[r][t]);
+    for (int t = 0; t < kTokens_; ++t) out[r][t] = hsum512(acc[r][t]);
 }
 
 // BF16 weights against bf16 activations (x padded with zeros to a multiple of 32): vdpbf16ps
 // multiplies pairs and accumulates in float32, 32 products per instruction.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_bf16_avx512(const uint16_t* const* w,
-                                                                                const uint16_t* const* x, int64_t K,
-                                                                                float out[kRows][kTokens]) {
-  __m512 acc[kRows][kTokens];
+template <int T>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_bf16_avx512_t(const uint16_t* const* w,
+                                                                                  const uint16_t* const* x, int64_t K,
+                                                                                  float out[kRows][kTokens]) {
+  constexpr int kTokens_ = T;
+  __m512 acc[kRows][kTokens_];
   for (auto& row : acc)
     for (auto& a : row) a = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
-    __m512i xv[kTokens];
-    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_loadu_si512(x[t] + k);
+    __m512i xv[kTokens_];
+    for (int t = 0; t < kTokens_; ++t) xv[t] = _mm512_loadu_si512(x[t] + k);
     for (int r = 0; r < kRows; ++r) {
       const __m512i wv = _mm512_loadu_si512(w[r] + k);
-      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv, (__m512bh)xv[t]);
+      for (int t = 0; t < kTokens_; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv, (__m512bh)xv[t]);
     }
   }
   if (k < K) {
     const __mmask32 m = static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1);
-    __m512i xv[kTokens];
-    for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_maskz_loadu_epi16(m, x[t] + k);
+    __m512i xv[kTokens_];
+    for (int t = 0; t < kTokens_; ++t) xv[t] = _mm512_maskz_loadu_epi16(m, x[t] + k);
     for (int r = 0; r < kRows; ++r) {
       const __m512i wv = _mm512_maskz_loadu_epi16(m, w[r] + k);
-      for (int t = 0; t < kTokens; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv, (__m512bh)xv[t]);
+      for (int t = 0; t < kTokens_; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv, (__m512bh)xv[t]);
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < kTokens; ++t) out[r][t] = hsum512(acc[r][t]);
+    for (int t = 0; t < kTokens_; ++t) out[r][t] = hsum512(acc[r][t]);
+}
+
+void block_f32_avx512(const float* const* w, const float* const* x, int64_t K, float out[kRows][kTokens], int64_t tokens) {
+  switch (tokens) {
+    case 1: return block_f32_avx512_t<1>(w, x, K, out);
+    case 2: return block_f32_avx512_t<2>(w, x, K, out);
+    case 3: return block_f32_avx512_t<3>(w, x, K, out);
+    default: return block_f32_avx512_t<4>(w, x, K, out);
+  }
+}
+
+void block_bf16_avx512(const uint16_t* const* w, const uint16_t* const* x, int64_t K, float out[kRows][kTokens], int64_t tokens) {
+  switch (tokens) {
+    case 1: return block_bf16_avx512_t<1>(w, x, K, out);
+    case 2: return block_bf16_avx512_t<2>(w, x, K, out);
+    case 3: return block_bf16_avx512_t<3>(w, x, K, out);
+    default: return block_bf16_avx512_t<4>(w, x, K, out);
+  }
 }
 
 bool cpu_has(unsigned leaf, unsigned subleaf, int reg, unsigned bit) {
@@ -188,7 +211,8 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
         x_f32_[static_cast<size_t>(t * K + k)] = low_precision ? round_to_bf16(v) : v;
       }
   }
-  const F32Kernel f32_kernel = isa_ >= CpuIsa::kAvx512 ? block_f32_avx512 : isa_ == CpuIsa::kAvx2 ? block_f32_avx2 : block_f32_portable;
+  const bool avx512 = isa_ >= CpuIsa::kAvx512;
+  const F32Kernel f32_kernel = isa_ == CpuIsa::kAvx2 ? block_f32_avx2 : block_f32_portable;
 
   // Tasks of 16 rows; each streams its weight rows once for all tokens.
   constexpr int64_t kTaskRows = 16;
@@ -218,11 +242,12 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
         if (native_bf16) {
           const uint16_t* xb[kTokens];
           for (int t = 0; t < kTokens; ++t) xb[t] = x_bf16_.data() + (t0 + std::min<int64_t>(t, tokens - 1)) * K32;
-          block_bf16_avx512(wb, xb, K, out);
+          block_bf16_avx512(wb, xb, K, out, tokens);
         } else {
           const float* xf[kTokens];
           for (int t = 0; t < kTokens; ++t) xf[t] = x_f32_.data() + (t0 + std::min<int64_t>(t, tokens - 1)) * K;
-          f32_kernel(wf, xf, K, out);
+          if (avx512) block_f32_avx512(wf, xf, K, out, tokens);
+          else f32_kernel(wf, xf, K, out);
         }
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t t = 0; t < tokens; ++t) y[(t0 + t) * y_stride + r0 + r] = out[r][t];

@@ -34,16 +34,33 @@ struct BenchFlags {
   bool json = false;
 };
 
-// Sum of a buffer streamed from memory with wide loads; the compiler may not drop it.
+// Sums of a buffer streamed from memory with the widest loads and four independent
+// accumulators, so the reader is limited by memory, not by the add latency.
 __attribute__((target("avx2"))) double stream_sum_avx2(const float* p, size_t n) {
-  __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
+  __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+  for (size_t i = 0; i + 32 <= n; i += 32) {
     a = _mm256_add_ps(a, _mm256_loadu_ps(p + i));
     b = _mm256_add_ps(b, _mm256_loadu_ps(p + i + 8));
+    c = _mm256_add_ps(c, _mm256_loadu_ps(p + i + 16));
+    d = _mm256_add_ps(d, _mm256_loadu_ps(p + i + 24));
   }
   alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_add_ps(a, b));
+  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+  double s = 0;
+  for (float v : lanes) s += v;
+  return s;
+}
+
+__attribute__((target("avx512f"))) double stream_sum_avx512(const float* p, size_t n) {
+  __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+  for (size_t i = 0; i + 64 <= n; i += 64) {
+    a = _mm512_add_ps(a, _mm512_loadu_ps(p + i));
+    b = _mm512_add_ps(b, _mm512_loadu_ps(p + i + 16));
+    c = _mm512_add_ps(c, _mm512_loadu_ps(p + i + 32));
+    d = _mm512_add_ps(d, _mm512_loadu_ps(p + i + 48));
+  }
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
   double s = 0;
   for (float v : lanes) s += v;
   return s;
@@ -51,7 +68,7 @@ __attribute__((target("avx2"))) double stream_sum_avx2(const float* p, size_t n)
 
 // Read bandwidth in GB/s with `threads` threads over a buffer far larger than the caches:
 // the median of several passes (the machine is shared, single passes vary).
-double measure_bandwidth(int threads) {
+double measure_bandwidth(int threads, bool avx512) {
   const size_t bytes = size_t{1} << 30;
   std::vector<float> buffer(bytes / sizeof(float), 1.0f);  // touched: pages are resident
   std::vector<double> rates;
@@ -62,7 +79,10 @@ double measure_bandwidth(int threads) {
     std::vector<double> partial(static_cast<size_t>(threads));
     const size_t per = buffer.size() / static_cast<size_t>(threads);
     for (int t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] { partial[static_cast<size_t>(t)] = stream_sum_avx2(buffer.data() + per * static_cast<size_t>(t), per); });
+      pool.emplace_back([&, t] {
+        const float* start = buffer.data() + per * static_cast<size_t>(t);
+        partial[static_cast<size_t>(t)] = avx512 ? stream_sum_avx512(start, per) : stream_sum_avx2(start, per);
+      });
     for (auto& th : pool) th.join();
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     for (double p : partial) sink = sink + p;
@@ -90,7 +110,7 @@ int run_bench(const BenchFlags& f) {
   if (f.prompt_tokens + f.gen_tokens > info.max_positions) return report_error(out_of_range("prompt plus generated tokens exceed the context"));
 
   const int threads = backend->n_threads();
-  const double bandwidth = measure_bandwidth(threads);
+  const double bandwidth = measure_bandwidth(threads, backend->isa() >= CpuIsa::kAvx512);
 
   // One pool for all sequences; sequence s owns blocks [s * per_seq, (s + 1) * per_seq).
   const int64_t block = 16, per_seq = (f.prompt_tokens + f.gen_tokens + block - 1) / block;
