@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/dtype.h"
@@ -14,6 +15,8 @@ namespace {
 
 constexpr int kRows = 4;    // weight rows per micro-kernel call
 constexpr int kTokens = 4;  // tokens per micro-kernel call
+// How far ahead of the loads each weight row is prefetched (decode streams weights once).
+constexpr int kPrefetchBytes = 1024;
 
 // out[r][t] = dot(w[r], x[t]) over k < K: float32 rows.
 using F32Kernel = void (*)(const float* const* w, const float* const* x, int64_t K, float out[kRows][kTokens]);
@@ -60,16 +63,16 @@ __attribute__((target("avx2,fma"))) void block_f32_avx2(const float* const* w, c
     }
 }
 
-// Horizontal sum (GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header).
+// Horizontal sum by halving with in-register shuffles (GCC 12's _mm512_reduce_add_ps trips
+// -Wuninitialized inside its own header; a store and scalar adds cost several times more).
 __attribute__((target("avx512f"))) float hsum512(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  float s = 0.0f;
-  for (int i = 0; i < 16; i += 2) s += lanes[i] + lanes[i + 1];
-  return s;
+  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xffff, v, v, 0x4e));  // swap 256-bit halves
+  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xffff, v, v, 0xb1));  // swap 128-bit quarters
+  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xffff, v, 0x4e));  // swap 64-bit pairs
+  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xffff, v, 0xb1));  // swap neighbours
+  return _mm512_cvtss_f32(v);
 }
 
-// T = tokens actually present (1..4): a decode step must not pay for padding tokens.
 template <int T>
 __attribute__((target("avx512f"))) void block_f32_avx512_t(const float* const* w, const float* const* x, int64_t K,
                                                            float out[kRows][kTokens]) {
@@ -82,6 +85,7 @@ __attribute__((target("avx512f"))) void block_f32_avx512_t(const float* const* w
     __m512 xv[kTokens_];
     for (int t = 0; t < kTokens_; ++t) xv[t] = _mm512_loadu_ps(x[t] + k);
     for (int r = 0; r < kRows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[r] + k) + kPrefetchBytes, _MM_HINT_T0);
       const __m512 wv = _mm512_loadu_ps(w[r] + k);
       for (int t = 0; t < kTokens_; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
@@ -114,6 +118,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_bf16_avx512_t(
     __m512i xv[kTokens_];
     for (int t = 0; t < kTokens_; ++t) xv[t] = _mm512_loadu_si512(x[t] + k);
     for (int r = 0; r < kRows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[r] + k) + kPrefetchBytes, _MM_HINT_T0);
       const __m512i wv = _mm512_loadu_si512(w[r] + k);
       for (int t = 0; t < kTokens_; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv, (__m512bh)xv[t]);
     }
@@ -146,6 +151,75 @@ void block_bf16_avx512(const uint16_t* const* w, const uint16_t* const* x, int64
     case 2: return block_bf16_avx512_t<2>(w, x, K, out);
     case 3: return block_bf16_avx512_t<3>(w, x, K, out);
     default: return block_bf16_avx512_t<4>(w, x, K, out);
+  }
+}
+
+// Dot product and y += a * x over float32 vectors (attention rows).
+__attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc1);
+  }
+  return hsum512(_mm512_add_ps(acc0, acc1));
+}
+
+__attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, int64_t n, float* y) {
+  const __m512 av = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+// One query row against positions [0, n_visible): scores = scale * (q.k [+ q_pe.k_pe]),
+// softmax, out = sum p * v. Rows come from the paged pool through the block table.
+struct AttentionRow {
+  const float* q;         // [qk_dim]
+  const float* q_extra;   // [extra_dim] or null (MLA's rotary part)
+  const float* k_pool;
+  int64_t k_stride, k_offset;
+  const float* extra_pool;  // MLA k_pe rows, or null
+  int64_t extra_dim;
+  const float* v_pool;
+  int64_t v_stride, v_offset;
+  int64_t qk_dim, v_dim;
+  const int32_t* block_table;
+  int64_t block_size;
+  int64_t n_visible;
+  float scale;
+  float* out;             // [v_dim]
+};
+
+__attribute__((target("avx512f"))) void attention_row_avx512(const AttentionRow& a, std::vector<float>* scores) {
+  scores->resize(static_cast<size_t>(a.n_visible));
+  float max_score = -INFINITY;
+  for (int64_t s = 0; s < a.n_visible; ++s) {
+    const int64_t row = kv_slot(a.block_table, a.block_size, s);
+    float v = dot_avx512(a.q, a.k_pool + row * a.k_stride + a.k_offset, a.qk_dim);
+    if (a.q_extra) v += dot_avx512(a.q_extra, a.extra_pool + row * a.extra_dim, a.extra_dim);
+    v *= a.scale;
+    (*scores)[static_cast<size_t>(s)] = v;
+    max_score = std::max(max_score, v);
+  }
+  float sum = 0.0f;
+  for (float& v : *scores) {
+    v = std::exp(v - max_score);
+    sum += v;
+  }
+  const float inv = 1.0f / sum;
+  std::fill(a.out, a.out + a.v_dim, 0.0f);
+  for (int64_t s = 0; s < a.n_visible; ++s) {
+    const int64_t row = kv_slot(a.block_table, a.block_size, s);
+    axpy_avx512((*scores)[static_cast<size_t>(s)] * inv, a.v_pool + row * a.v_stride + a.v_offset, a.v_dim, a.out);
   }
 }
 
@@ -260,6 +334,34 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
   } else {
     pool_->run(n_tasks, task);
   }
+}
+
+void CpuBackend::gqa_attention(const GqaAttentionArgs& a) {
+  if (isa_ < CpuIsa::kAvx512) return ReferenceBackend::gqa_attention(a);
+  const int64_t group = a.n_heads / a.n_kv_heads, kv_row = a.n_kv_heads * a.head_dim;
+  // One task per (token, head): each reads its sequence's keys and values once.
+  pool_->run(a.n_tokens * a.n_heads, [&](int64_t task) {
+    thread_local std::vector<float> scores;
+    const int64_t t = task / a.n_heads, h = task % a.n_heads, kvh = h / group;
+    AttentionRow row{a.q + t * a.q_stride + h * a.head_dim, nullptr, a.k_pool, kv_row, kvh * a.head_dim, nullptr, 0,
+                     a.v_pool, kv_row, kvh * a.head_dim, a.head_dim, a.head_dim, a.block_table, a.block_size,
+                     a.positions[t] + 1, a.scale, a.out + (t * a.n_heads + h) * a.head_dim};
+    attention_row_avx512(row, &scores);
+  });
+}
+
+void CpuBackend::mla_attention(const MlaAttentionArgs& a) {
+  if (isa_ < CpuIsa::kAvx512) return ReferenceBackend::mla_attention(a);
+  const int64_t R = a.kv_lora_rank, P = a.rope_dim;
+  pool_->run(a.n_tokens * a.n_heads, [&](int64_t task) {
+    thread_local std::vector<float> scores;
+    const int64_t t = task / a.n_heads, h = task % a.n_heads;
+    // Keys and values are both the latent c_kv rows; the rotary part scores against k_pe.
+    AttentionRow row{a.q_latent + (t * a.n_heads + h) * R, a.q_pe + (t * a.n_heads + h) * P, a.c_kv_pool, R, 0, a.k_pe_pool, P,
+                     a.c_kv_pool, R, 0, R, R, a.block_table, a.block_size, a.positions[t] + 1, a.scale,
+                     a.out_latent + (t * a.n_heads + h) * R};
+    attention_row_avx512(row, &scores);
+  });
 }
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }

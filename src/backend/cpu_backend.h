@@ -27,6 +27,9 @@ class CpuBackend final : public ReferenceBackend {
   int n_threads() const { return pool_->n_threads(); }
 
   void matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) override;
+  // Vectorized, one task per (token, head) over the thread pool.
+  void gqa_attention(const GqaAttentionArgs& args) override;
+  void mla_attention(const MlaAttentionArgs& args) override;
 
  private:
   CpuIsa isa_;
