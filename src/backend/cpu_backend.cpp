@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "core/dtype.h"
 
@@ -261,6 +263,11 @@ CpuIsa detect_cpu_isa() {
 
 CpuBackend::CpuBackend(int n_threads, CpuIsa isa) {
   isa_ = std::min(isa, detect_cpu_isa());
+  // SEEKSERVE_CPU_ISA=portable|avx2|avx512|avx512-bf16 caps the kernels (to test or compare levels).
+  if (const char* forced = std::getenv("SEEKSERVE_CPU_ISA")) {
+    for (CpuIsa level : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16})
+      if (std::string_view(forced) == cpu_isa_name(level)) isa_ = std::min(isa_, level);
+  }
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   pool_ = std::make_unique<ThreadPool>(n_threads);
 }

@@ -20,7 +20,8 @@ CpuIsa detect_cpu_isa();
 
 class CpuBackend final : public ReferenceBackend {
  public:
-  // n_threads 0: one per hardware thread. isa: capped at what the CPU supports.
+  // n_threads 0: one per hardware thread. isa: capped at what the CPU supports and at the
+  // SEEKSERVE_CPU_ISA environment variable (portable, avx2, avx512, avx512-bf16).
   explicit CpuBackend(int n_threads = 0, CpuIsa isa = CpuIsa::kAvx512Bf16);
   const char* name() const override { return "cpu"; }
   CpuIsa isa() const { return isa_; }
