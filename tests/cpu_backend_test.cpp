@@ -19,6 +19,7 @@ Weight random_weight(WeightFormat format, int64_t rows, int64_t cols, std::mt199
   for (float& v : values) v = dist(rng);
   Weight w = weight_from_f32(values, rows, cols);
   if (format == WeightFormat::kBF16) return weight_to_bf16(w);
+  if (format == WeightFormat::kI8Row) return weight_to_i8(w);
   if (format == WeightFormat::kF32) return w;
   // FP8 with 128x128 block scales, as DeepSeek-V3's checkpoints store them.
   const int64_t srows = (rows + 127) / 128, scols = (cols + 127) / 128;
@@ -47,7 +48,7 @@ TEST(CpuBackendTest, MatmulMatchesReferenceForEveryFormatAndIsa) {
     if (isa > best) continue;
     for (int threads : {1, 2}) {
       CpuBackend cpu(threads, isa);
-      for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kF8Block}) {
+      for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kF8Block, WeightFormat::kI8Row}) {
         for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 33}, {37, 131}, {130, 257}, {300, 1000}}) {
           const Weight w = random_weight(format, rows, cols, rng);
           for (int64_t n : {1, 3, 4, 9}) {

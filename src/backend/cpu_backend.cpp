@@ -156,6 +156,52 @@ void block_bf16_avx512(const uint16_t* const* w, const uint16_t* const* x, int64
   }
 }
 
+// Int8 weights against int8 activations (x zero-padded to a multiple of 32): both widened to
+// int16, multiplied in pairs and summed into int32 (vpmaddwd). Exact, like the reference.
+template <int T>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void block_i8_avx512_t(const int8_t* const* w, const int8_t* const* x,
+                                                                             int64_t K, int32_t out[kRows][kTokens]) {
+  __m512i acc[kRows][T];
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512i xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t] + k)));
+    for (int r = 0; r < kRows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[r] + k) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + k)));
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_add_epi32(acc[r][t], _mm512_madd_epi16(wv, xv[t]));
+    }
+  }
+  if (k < K) {
+    const __mmask32 m = static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1);
+    __m512i xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, x[t] + k));
+    for (int r = 0; r < kRows; ++r) {
+      const __m512i wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, w[r] + k));
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_add_epi32(acc[r][t], _mm512_madd_epi16(wv, xv[t]));
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < T; ++t) {
+      alignas(64) int32_t lanes[16];
+      _mm512_store_si512(lanes, acc[r][t]);
+      int32_t sum = 0;
+      for (int32_t v : lanes) sum += v;
+      out[r][t] = sum;
+    }
+}
+
+void block_i8_avx512(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
+  switch (tokens) {
+    case 1: return block_i8_avx512_t<1>(w, x, K, out);
+    case 2: return block_i8_avx512_t<2>(w, x, K, out);
+    case 3: return block_i8_avx512_t<3>(w, x, K, out);
+    default: return block_i8_avx512_t<4>(w, x, K, out);
+  }
+}
+
 // Dot product and y += a * x over float32 vectors (attention rows).
 __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -272,8 +318,45 @@ CpuBackend::CpuBackend(int n_threads, CpuIsa isa) {
   pool_ = std::make_unique<ThreadPool>(n_threads);
 }
 
+void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
+  const int64_t K = w.cols, M = w.rows, K32 = (K + 31) / 32 * 32;
+  x_i8_.assign(static_cast<size_t>(n * K32), 0);
+  x_scale_.resize(static_cast<size_t>(n));
+  quantize_activations_i8(x, x_stride, n, K, x_i8_.data(), K32, x_scale_.data());
+  const int8_t* wq = static_cast<const int8_t*>(w.data);
+  constexpr int64_t kTaskRows = 16;
+  auto task = [&](int64_t task_index) {
+    const int64_t row_end = std::min(M, (task_index + 1) * kTaskRows);
+    for (int64_t r0 = task_index * kTaskRows; r0 < row_end; r0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, row_end - r0);
+      const int8_t* wr[kRows];
+      for (int r = 0; r < kRows; ++r) wr[r] = wq + (r0 + std::min<int64_t>(r, rows - 1)) * K;
+      for (int64_t t0 = 0; t0 < n; t0 += kTokens) {
+        const int64_t tokens = std::min<int64_t>(kTokens, n - t0);
+        const int8_t* xr[kTokens];
+        for (int t = 0; t < kTokens; ++t) xr[t] = x_i8_.data() + (t0 + std::min<int64_t>(t, tokens - 1)) * K32;
+        int32_t out[kRows][kTokens];
+        block_i8_avx512(wr, xr, K, out, tokens);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t t = 0; t < tokens; ++t)
+            y[(t0 + t) * y_stride + r0 + r] = x_scale_[static_cast<size_t>(t0 + t)] * w.scale_inv[r0 + r] * static_cast<float>(out[r][t]);
+      }
+    }
+  };
+  const int64_t n_tasks = (M + kTaskRows - 1) / kTaskRows;
+  if (M * K * std::max<int64_t>(n, 1) < (int64_t{1} << 17)) {
+    for (int64_t i = 0; i < n_tasks; ++i) task(i);
+  } else {
+    pool_->run(n_tasks, task);
+  }
+}
+
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
   SS_CHECK(!w.empty(), "matmul with an unbound weight");
+  if (w.format == WeightFormat::kI8Row) {
+    if (isa_ >= CpuIsa::kAvx512) return matmul_i8_fast(w, x, x_stride, n, y, y_stride);
+    return matmul_i8(w, x, x_stride, n, y, y_stride);  // the reference's exact integer loops
+  }
   const int64_t K = w.cols, M = w.rows;
   const bool low_precision = w.format != WeightFormat::kF32;
   const bool native_bf16 = w.format == WeightFormat::kBF16 && isa_ == CpuIsa::kAvx512Bf16;

@@ -33,10 +33,14 @@ class CpuBackend final : public ReferenceBackend {
   void mla_attention(const MlaAttentionArgs& args) override;
 
  private:
+  void matmul_i8_fast(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride);
+
   CpuIsa isa_;
   std::unique_ptr<ThreadPool> pool_;
   std::vector<float> x_f32_;      // [n_tokens, cols] activations, bf16-rounded for low-precision weights
   std::vector<uint16_t> x_bf16_;  // [n_tokens, cols padded to 32] for the AVX-512 BF16 kernel
+  std::vector<int8_t> x_i8_;      // [n_tokens, cols padded to 32] quantized activations (int8 weights)
+  std::vector<float> x_scale_;    // [n_tokens] their scales
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);

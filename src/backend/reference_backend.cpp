@@ -40,10 +40,11 @@ void softmax_inplace(float* scores, int64_t n) {
 }  // namespace
 
 void ReferenceBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
-            int64_t y_stride) {
+              int64_t y_stride) {
   SS_CHECK(!w.empty(), "matmul with an unbound weight");
-  // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights.
   const int64_t cols = w.cols;
+  if (w.format == WeightFormat::kI8Row) return matmul_i8(w, x, x_stride, n_tokens, y, y_stride);
+  // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights.
   xs_.resize(static_cast<size_t>(n_tokens * cols));
   const bool round = w.format != WeightFormat::kF32;
   for (int64_t t = 0; t < n_tokens; ++t)
@@ -63,6 +64,35 @@ void ReferenceBackend::matmul(const Weight& w, const float* x, int64_t x_stride,
     }
     for (int64_t t = 0; t < n_tokens; ++t) y[t * y_stride + r] = dot(wr, xs_.data() + t * cols, cols);
   }
+}
+
+void quantize_activations_i8(const float* x, int64_t x_stride, int64_t n_tokens, int64_t cols, int8_t* q, int64_t q_stride,
+                             float* scales) {
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* row = x + t * x_stride;
+    float amax = 0.0f;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
+    const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+    scales[t] = scale;
+    const float inv = 1.0f / scale;
+    for (int64_t c = 0; c < cols; ++c)
+      q[t * q_stride + c] = static_cast<int8_t>(std::clamp(std::lround(row[c] * inv), -127L, 127L));
+  }
+}
+
+// y[t][r] = x_scale[t] * w_scale[r] * sum_k wq[r][k] * xq[t][k]: exact integer dot products.
+void ReferenceBackend::matmul_i8(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) {
+  const int64_t cols = w.cols;
+  std::vector<int8_t> xq(static_cast<size_t>(n_tokens * cols));
+  std::vector<float> x_scale(static_cast<size_t>(n_tokens));
+  quantize_activations_i8(x, x_stride, n_tokens, cols, xq.data(), cols, x_scale.data());
+  const int8_t* wq = static_cast<const int8_t*>(w.data);
+  for (int64_t r = 0; r < w.rows; ++r)
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      int32_t acc = 0;
+      for (int64_t k = 0; k < cols; ++k) acc += static_cast<int32_t>(wq[r * cols + k]) * xq[static_cast<size_t>(t * cols + k)];
+      y[t * y_stride + r] = x_scale[static_cast<size_t>(t)] * w.scale_inv[r] * static_cast<float>(acc);
+    }
 }
 
 void ReferenceBackend::rms_norm(const float* x, int64_t x_stride, const float* weight, int64_t n_tokens, int64_t dim,

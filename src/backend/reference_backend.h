@@ -9,6 +9,10 @@
 
 namespace seekserve {
 
+// Per-token symmetric int8 quantization of activations (what int8 matmuls multiply).
+void quantize_activations_i8(const float* x, int64_t x_stride, int64_t n_tokens, int64_t cols, int8_t* q, int64_t q_stride,
+                             float* scales);
+
 class ReferenceBackend : public Backend {
  public:
   const char* name() const override { return "reference"; }
@@ -29,6 +33,10 @@ class ReferenceBackend : public Backend {
   void gqa_attention(const GqaAttentionArgs& a) override;
   void mla_attention(const MlaAttentionArgs& a) override;
   void moe_experts(const MoeArgs& a) override;
+
+ protected:
+  // Int8 weights: activations quantized per token (symmetric, max |x| / 127), exact int32 dots.
+  void matmul_i8(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride);
 
  private:
   std::vector<float> xs_, row_, scores_;  // scratch, reused across calls

@@ -31,7 +31,7 @@ void absorb_kv_b(const Weight& kv_b, const MlaConfig& c, ComputeDType dtype, Mla
   }
   w->w_uk_t = weight_from_f32(std::move(uk_t), H * R, N);
   w->w_uv = weight_from_f32(std::move(uv), H * V, R);
-  if (dtype == ComputeDType::kBF16) {
+  if (dtype != ComputeDType::kF32) {  // the small absorbed halves stay bf16 under int8 too
     w->w_uk_t = weight_to_bf16(w->w_uk_t);
     w->w_uv = weight_to_bf16(w->w_uv);
   }

@@ -1,5 +1,8 @@
 #include "model/weight.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/dtype.h"
 #include "core/status.h"
 
@@ -10,6 +13,7 @@ const char* weight_format_name(WeightFormat format) {
     case WeightFormat::kF32: return "f32";
     case WeightFormat::kBF16: return "bf16";
     case WeightFormat::kF8Block: return "fp8-block";
+    case WeightFormat::kI8Row: return "int8-row";
   }
   return "?";
 }
@@ -20,6 +24,7 @@ int64_t Weight::bytes() const {
     case WeightFormat::kBF16: return rows * cols * 2;
     case WeightFormat::kF8Block:
       return rows * cols + ((rows + block_rows - 1) / block_rows) * scale_cols() * 4;
+    case WeightFormat::kI8Row: return rows * cols + rows * 4;
   }
   return 0;
 }
@@ -43,6 +48,11 @@ void Weight::row_to_f32(int64_t r, float* out) const {
       for (int64_t c = 0; c < cols; ++c) out[c] = fp8_e4m3_to_f32(src[c]) * scales[c / block_cols];
       break;
     }
+    case WeightFormat::kI8Row: {
+      const int8_t* src = static_cast<const int8_t*>(data) + r * cols;
+      for (int64_t c = 0; c < cols; ++c) out[c] = static_cast<float>(src[c]) * scale_inv[r];
+      break;
+    }
   }
 }
 
@@ -63,6 +73,30 @@ Weight weight_to_f32(const Weight& w) {
   std::vector<float> values(static_cast<size_t>(w.rows * w.cols));
   for (int64_t r = 0; r < w.rows; ++r) w.row_to_f32(r, values.data() + r * w.cols);
   return weight_from_f32(std::move(values), w.rows, w.cols);
+}
+
+Weight weight_to_i8(const Weight& w) {
+  if (w.format == WeightFormat::kI8Row) return w;
+  auto q = std::make_shared<std::vector<int8_t>>(static_cast<size_t>(w.rows * w.cols));
+  auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(w.rows));
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    w.row_to_f32(r, row.data());
+    float amax = 0.0f;
+    for (float v : row) amax = std::max(amax, std::fabs(v));
+    const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+    (*scales)[static_cast<size_t>(r)] = scale;
+    for (int64_t c = 0; c < w.cols; ++c)
+      (*q)[static_cast<size_t>(r * w.cols + c)] = static_cast<int8_t>(std::clamp(std::lround(row[static_cast<size_t>(c)] / scale), -127L, 127L));
+  }
+  Weight out;
+  out.format = WeightFormat::kI8Row;
+  out.rows = w.rows;
+  out.cols = w.cols;
+  out.data = q->data();
+  out.scale_inv = scales->data();
+  out.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(q, scales);
+  return out;
 }
 
 Weight weight_to_bf16(const Weight& w) {

@@ -15,6 +15,9 @@ enum class WeightFormat {
   // F8_E4M3 elements with one float32 "scale_inv" per block_rows x block_cols block (DeepSeek-V3's
   // checkpoint format): real value = fp8(w[r][c]) * scale_inv[r / block_rows][c / block_cols].
   kF8Block,
+  // Symmetric int8 with one float32 scale per output row (scale_inv[r]): w = q * scale_inv[r].
+  // Quantized at load (--dtype int8); activations are quantized per token on the fly.
+  kI8Row,
 };
 
 const char* weight_format_name(WeightFormat format);
@@ -23,6 +26,7 @@ const char* weight_format_name(WeightFormat format);
 enum class ComputeDType {
   kF32,   // reference: every weight converted to float32, float32 activations
   kBF16,  // bf16 weights (FP8 checkpoints stay FP8), activations rounded to bf16 at matmul inputs
+  kInt8,  // linear layers quantized at load to int8 per output channel; embeddings stay bf16
 };
 
 struct Weight {
@@ -43,6 +47,8 @@ struct Weight {
   void row_to_f32(int64_t r, float* out) const;
 };
 
+// Owned int8 copy with per-row scales (max |w| / 127), from any format.
+Weight weight_to_i8(const Weight& w);
 // Owned float32 copy of a weight in another format, same shape.
 Weight weight_to_f32(const Weight& w);
 // Owned bf16 copy (from F32 or F8Block; BF16 is returned as is).

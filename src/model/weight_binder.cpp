@@ -80,7 +80,11 @@ Weight WeightBinder::table(const std::string& name, int64_t rows, int64_t cols) 
 
 Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t cols, bool allow_fp8, Keep keep) {
   if (!status_.ok()) return {};
-  if (options_.dummy_weights) return dummy_matrix(name, rows, cols, allow_fp8 && options_.dummy_fp8, keep);
+  if (options_.dummy_weights) {
+    if (allow_fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kInt8)  // int8 linear layers
+      return weight_to_i8(dummy_matrix(name, rows, cols, /*fp8=*/false, Keep::kF32));
+    return dummy_matrix(name, rows, cols, allow_fp8 && options_.dummy_fp8, keep);
+  }
 
   const TensorRef ref = checkpoint_->find(name);
   if (ref.entry == nullptr) {
@@ -147,6 +151,7 @@ Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t 
       return {};
   }
   if (keep == Keep::kF32 || options_.dtype == ComputeDType::kF32) return weight_to_f32(w);
+  if (options_.dtype == ComputeDType::kInt8 && allow_fp8) return weight_to_i8(w);  // linear layers only
   if (w.format == WeightFormat::kF8Block) return w;  // bf16 compute keeps FP8 checkpoints native
   return weight_to_bf16(w);
 }

@@ -54,7 +54,8 @@ SamplingParams sampling_defaults(const std::string& model_dir) {
 Result<ComputeDType> parse_compute_dtype(const std::string& name) {
   if (name == "f32" || name == "float32") return ComputeDType::kF32;
   if (name == "bf16" || name == "bfloat16") return ComputeDType::kBF16;
-  return invalid_argument("unknown --dtype '" + name + "' (supported: f32, bf16)");
+  if (name == "int8") return ComputeDType::kInt8;
+  return invalid_argument("unknown --dtype '" + name + "' (supported: f32, bf16, int8)");
 }
 
 void read_common_info(ConfigReader& config, ModelInfo* info) {
