@@ -18,6 +18,7 @@ CommandMain add_chat_template_command(CLI::App& app);
 CommandMain add_serve_command(CLI::App& app);
 CommandMain add_loadgen_command(CLI::App& app);
 CommandMain add_bench_command(CLI::App& app);
+CommandMain add_perplexity_command(CLI::App& app);
 
 // Token ids from "1,2,3", "[1, 2, 3]" or whitespace-separated text; `what` names the source in errors.
 Result<std::vector<int32_t>> parse_token_ids(const std::string& text, const std::string& what);

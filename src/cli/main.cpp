@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   mains.push_back(seekserve::add_serve_command(app));
   mains.push_back(seekserve::add_loadgen_command(app));
   mains.push_back(seekserve::add_bench_command(app));
+  mains.push_back(seekserve::add_perplexity_command(app));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
