@@ -193,6 +193,45 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void block_i8_avx512_t(cons
     }
 }
 
+// VNNI: vpdpbusd multiplies unsigned by signed bytes, 64 products per instruction. Weights are
+// made unsigned in-register (w + 128, an XOR of the sign bit); the caller subtracts 128 * sum(x).
+// x must be zero-padded to a multiple of 64.
+template <int T>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void block_i8_vnni_t(const int8_t* const* w, const int8_t* const* x,
+                                                                             int64_t K, int32_t out[kRows][kTokens]) {
+  __m512i acc[kRows][T];
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t k = 0; k < K; k += 64) {
+    const __mmask64 m = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
+    __m512i xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_si512(x[t] + k);
+    for (int r = 0; r < kRows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[r] + k) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i wv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, w[r] + k), sign);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv, xv[t]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < T; ++t) {
+      alignas(64) int32_t lanes[16];
+      _mm512_store_si512(lanes, acc[r][t]);
+      int32_t sum = 0;
+      for (int32_t v : lanes) sum += v;
+      out[r][t] = sum;
+    }
+}
+
+void block_i8_vnni(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
+  switch (tokens) {
+    case 1: return block_i8_vnni_t<1>(w, x, K, out);
+    case 2: return block_i8_vnni_t<2>(w, x, K, out);
+    case 3: return block_i8_vnni_t<3>(w, x, K, out);
+    default: return block_i8_vnni_t<4>(w, x, K, out);
+  }
+}
+
 void block_i8_avx512(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
   switch (tokens) {
     case 1: return block_i8_avx512_t<1>(w, x, K, out);
@@ -316,13 +355,19 @@ CpuBackend::CpuBackend(int n_threads, CpuIsa isa) {
   }
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   pool_ = std::make_unique<ThreadPool>(n_threads);
+  vnni_ = isa_ >= CpuIsa::kAvx512 && cpu_has(7, 0, 2, 11) && std::getenv("SEEKSERVE_NO_VNNI") == nullptr;  // AVX512_VNNI
 }
 
 void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
-  const int64_t K = w.cols, M = w.rows, K32 = (K + 31) / 32 * 32;
+  const int64_t K = w.cols, M = w.rows, K32 = (K + 63) / 64 * 64;  // padded for both kernels
   x_i8_.assign(static_cast<size_t>(n * K32), 0);
   x_scale_.resize(static_cast<size_t>(n));
   quantize_activations_i8(x, x_stride, n, K, x_i8_.data(), K32, x_scale_.data());
+  // VNNI computes sum (w + 128) * x: remember 128 * sum(x) per token to take it back out.
+  x_bias_.assign(static_cast<size_t>(n), 0);
+  if (vnni_)
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t k = 0; k < K; ++k) x_bias_[static_cast<size_t>(t)] += 128 * x_i8_[static_cast<size_t>(t * K32 + k)];
   const int8_t* wq = static_cast<const int8_t*>(w.data);
   constexpr int64_t kTaskRows = 16;
   auto task = [&](int64_t task_index) {
@@ -336,10 +381,12 @@ void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_strid
         const int8_t* xr[kTokens];
         for (int t = 0; t < kTokens; ++t) xr[t] = x_i8_.data() + (t0 + std::min<int64_t>(t, tokens - 1)) * K32;
         int32_t out[kRows][kTokens];
-        block_i8_avx512(wr, xr, K, out, tokens);
+        if (vnni_) block_i8_vnni(wr, xr, K, out, tokens);
+        else block_i8_avx512(wr, xr, K, out, tokens);
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t t = 0; t < tokens; ++t)
-            y[(t0 + t) * y_stride + r0 + r] = x_scale_[static_cast<size_t>(t0 + t)] * w.scale_inv[r0 + r] * static_cast<float>(out[r][t]);
+            y[(t0 + t) * y_stride + r0 + r] = x_scale_[static_cast<size_t>(t0 + t)] * w.scale_inv[r0 + r] *
+                                              static_cast<float>(out[r][t] - x_bias_[static_cast<size_t>(t0 + t)]);
       }
     }
   };

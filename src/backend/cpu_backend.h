@@ -36,11 +36,13 @@ class CpuBackend final : public ReferenceBackend {
   void matmul_i8_fast(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride);
 
   CpuIsa isa_;
+  bool vnni_ = false;             // AVX512_VNNI int8 dot products (else vpmaddwd on widened int16)
   std::unique_ptr<ThreadPool> pool_;
   std::vector<float> x_f32_;      // [n_tokens, cols] activations, bf16-rounded for low-precision weights
   std::vector<uint16_t> x_bf16_;  // [n_tokens, cols padded to 32] for the AVX-512 BF16 kernel
   std::vector<int8_t> x_i8_;      // [n_tokens, cols padded to 32] quantized activations (int8 weights)
   std::vector<float> x_scale_;    // [n_tokens] their scales
+  std::vector<int32_t> x_bias_;   // [n_tokens] 128 * sum of the quantized activations (VNNI)
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
