@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "core/dtype.h"
 
@@ -63,6 +64,27 @@ __attribute__((target("avx2,fma"))) void block_f32_avx2(const float* const* w, c
       for (int64_t j = k; j < K; ++j) s += w[r][j] * x[t][j];
       out[r][t] = s;
     }
+}
+
+// Calls f(std::integral_constant<int, T>) with T = tokens in 1..4, so each micro-kernel is
+// compiled for exactly the tokens present (a decode step must not pay for padding).
+template <typename F>
+void for_token_count(int64_t tokens, F&& f) {
+  switch (tokens) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    default: return f(std::integral_constant<int, 4>{});
+  }
+}
+
+// Sum of the 16 int32 lanes (a store and adds: GCC 12's reduce intrinsics trip -Wuninitialized).
+__attribute__((target("avx512f"))) int32_t hsum512_epi32(__m512i v) {
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, v);
+  int32_t sum = 0;
+  for (int32_t x : lanes) sum += x;
+  return sum;
 }
 
 // Horizontal sum by halving with in-register shuffles (GCC 12's _mm512_reduce_add_ps trips
@@ -139,21 +161,11 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_bf16_avx512_t(
 }
 
 void block_f32_avx512(const float* const* w, const float* const* x, int64_t K, float out[kRows][kTokens], int64_t tokens) {
-  switch (tokens) {
-    case 1: return block_f32_avx512_t<1>(w, x, K, out);
-    case 2: return block_f32_avx512_t<2>(w, x, K, out);
-    case 3: return block_f32_avx512_t<3>(w, x, K, out);
-    default: return block_f32_avx512_t<4>(w, x, K, out);
-  }
+  for_token_count(tokens, [&](auto T) { block_f32_avx512_t<decltype(T)::value>(w, x, K, out); });
 }
 
 void block_bf16_avx512(const uint16_t* const* w, const uint16_t* const* x, int64_t K, float out[kRows][kTokens], int64_t tokens) {
-  switch (tokens) {
-    case 1: return block_bf16_avx512_t<1>(w, x, K, out);
-    case 2: return block_bf16_avx512_t<2>(w, x, K, out);
-    case 3: return block_bf16_avx512_t<3>(w, x, K, out);
-    default: return block_bf16_avx512_t<4>(w, x, K, out);
-  }
+  for_token_count(tokens, [&](auto T) { block_bf16_avx512_t<decltype(T)::value>(w, x, K, out); });
 }
 
 // Int8 weights against int8 activations (x zero-padded to a multiple of 32): both widened to
@@ -184,13 +196,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void block_i8_avx512_t(cons
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < T; ++t) {
-      alignas(64) int32_t lanes[16];
-      _mm512_store_si512(lanes, acc[r][t]);
-      int32_t sum = 0;
-      for (int32_t v : lanes) sum += v;
-      out[r][t] = sum;
-    }
+    for (int t = 0; t < T; ++t) out[r][t] = hsum512_epi32(acc[r][t]);
 }
 
 // VNNI: vpdpbusd multiplies unsigned by signed bytes, 64 products per instruction. Weights are
@@ -214,31 +220,15 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void block_i8_vnni_t(cons
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int t = 0; t < T; ++t) {
-      alignas(64) int32_t lanes[16];
-      _mm512_store_si512(lanes, acc[r][t]);
-      int32_t sum = 0;
-      for (int32_t v : lanes) sum += v;
-      out[r][t] = sum;
-    }
+    for (int t = 0; t < T; ++t) out[r][t] = hsum512_epi32(acc[r][t]);
 }
 
 void block_i8_vnni(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
-  switch (tokens) {
-    case 1: return block_i8_vnni_t<1>(w, x, K, out);
-    case 2: return block_i8_vnni_t<2>(w, x, K, out);
-    case 3: return block_i8_vnni_t<3>(w, x, K, out);
-    default: return block_i8_vnni_t<4>(w, x, K, out);
-  }
+  for_token_count(tokens, [&](auto T) { block_i8_vnni_t<decltype(T)::value>(w, x, K, out); });
 }
 
 void block_i8_avx512(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
-  switch (tokens) {
-    case 1: return block_i8_avx512_t<1>(w, x, K, out);
-    case 2: return block_i8_avx512_t<2>(w, x, K, out);
-    case 3: return block_i8_avx512_t<3>(w, x, K, out);
-    default: return block_i8_avx512_t<4>(w, x, K, out);
-  }
+  for_token_count(tokens, [&](auto T) { block_i8_avx512_t<decltype(T)::value>(w, x, K, out); });
 }
 
 // Dot product and y += a * x over float32 vectors (attention rows).
