@@ -42,8 +42,16 @@ std::vector<std::vector<int32_t>> run_all(CausalLM* model, const EngineConfig& c
   }
   std::vector<std::vector<int32_t>> tokens(requests.size());
   for (int guard = 0; (*engine)->has_work() && guard < 100000; ++guard)
-    for (const TokenOutput& out : (*engine)->step())
+    for (const TokenOutput& out : (*engine)->step()) {
       if (out.token >= 0) tokens[index[out.request_id]].push_back(out.token);
+      if (out.finished) {
+        // Timings for metrics: ordered, and consistent with each other.
+        EXPECT_LE(out.queue_seconds, out.first_token_seconds);
+        EXPECT_LE(out.first_token_seconds, out.total_seconds);
+        EXPECT_GE(out.mean_inter_token_seconds, 0.0);
+        EXPECT_LE(out.mean_inter_token_seconds, out.total_seconds);
+      }
+    }
   EXPECT_FALSE((*engine)->has_work());
   const EngineStats s = (*engine)->stats();
   EXPECT_EQ(s.kv_blocks_used, 0) << "block accounting must return to zero";

@@ -76,6 +76,8 @@ TokenOutput Engine::finish(Sequence* seq, const std::string& reason) {
   const auto now = Sequence::Clock::now();
   if (seq->scheduled_once) out.queue_seconds = seconds_between(seq->arrived_at, seq->scheduled_at);
   if (seq->n_generated() > 0) out.first_token_seconds = seconds_between(seq->arrived_at, seq->first_token_at);
+  if (seq->n_generated() > 1)
+    out.mean_inter_token_seconds = seconds_between(seq->first_token_at, seq->last_token_at) / static_cast<double>(seq->n_generated() - 1);
   out.total_seconds = seconds_between(seq->arrived_at, now);
   seq->finish_reason = reason;
   scheduler_.finish(seq);
@@ -194,6 +196,7 @@ std::vector<TokenOutput> Engine::step() {
       out.queue_seconds = done.queue_seconds;
       out.first_token_seconds = done.first_token_seconds;
       out.total_seconds = done.total_seconds;
+      out.mean_inter_token_seconds = done.mean_inter_token_seconds;
       sequences_.erase(s->id);
     }
     outputs.push_back(std::move(out));

@@ -39,8 +39,9 @@ struct TokenOutput {
   std::vector<TokenLogprob> top_logprobs;
   bool finished = false;
   std::string finish_reason;           // "length", "stop", "cancelled", "error"
-  // Set when finished: seconds from admission to first schedule / first token / end.
-  double queue_seconds = 0.0, first_token_seconds = 0.0, total_seconds = 0.0;
+  // Set when finished: seconds from admission to first schedule / first token / end, and the
+  // mean time between consecutive generated tokens.
+  double queue_seconds = 0.0, first_token_seconds = 0.0, total_seconds = 0.0, mean_inter_token_seconds = 0.0;
 };
 
 struct EngineStats {
