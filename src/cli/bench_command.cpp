@@ -95,15 +95,8 @@ double measure_bandwidth(int threads, bool avx512) {
 int run_bench(const BenchFlags& f) {
   if (f.device != "cpu") return report_error(unimplemented("--device " + f.device + " is not available in this build (supported: cpu)"));
   if (f.prompt_tokens < 1 || f.gen_tokens < 1 || f.batch < 1) return report_error(invalid_argument("--prompt-tokens, --gen-tokens and --batch must be positive"));
-  auto dtype = parse_compute_dtype(f.dtype);
-  if (!dtype.ok()) return report_error(dtype.status());
-  auto backend = std::make_shared<CpuBackend>(f.threads);
-  LoadOptions load;
-  load.path = f.model;
-  load.dtype = *dtype;
-  load.dummy_weights = f.dummy_weights;
-  load.backend = backend;
-  auto loaded = load_model(load);
+  std::shared_ptr<CpuBackend> backend;
+  auto loaded = load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads, &backend);
   if (!loaded.ok()) return report_error(loaded.status());
   CausalLM& model = **loaded;
   const ModelInfo& info = model.info();

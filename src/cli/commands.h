@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "core/status.h"
@@ -19,6 +21,11 @@ CommandMain add_serve_command(CLI::App& app);
 CommandMain add_loadgen_command(CLI::App& app);
 CommandMain add_bench_command(CLI::App& app);
 CommandMain add_perplexity_command(CLI::App& app);
+
+// Loads a model for a command: --dtype by name, --dummy-weights, the CPU backend with `threads`
+// threads (0 = all); `backend`, when given, receives the backend the model runs on.
+Result<std::unique_ptr<class CausalLM>> load_model_for_cli(const std::string& path, const std::string& dtype, bool dummy_weights,
+                                                           int threads, std::shared_ptr<class CpuBackend>* backend = nullptr);
 
 // Token ids from "1,2,3", "[1, 2, 3]" or whitespace-separated text; `what` names the source in errors.
 Result<std::vector<int32_t>> parse_token_ids(const std::string& text, const std::string& what);

@@ -72,13 +72,7 @@ SamplingParams sampling_from(const GenerateFlags& f) {
 }
 
 Result<std::unique_ptr<CausalLM>> load_for(const GenerateFlags& f) {
-  SS_ASSIGN_OR_RETURN(ComputeDType dtype, parse_compute_dtype(f.dtype));
-  LoadOptions load;
-  load.path = f.model;
-  load.dtype = dtype;
-  load.dummy_weights = f.dummy_weights;
-  load.backend = make_cpu_backend(f.threads);
-  return load_model(load);
+  return load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads);
 }
 
 int run_batch(const GenerateFlags& f) {

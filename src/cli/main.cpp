@@ -3,13 +3,28 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "backend/cpu_backend.h"
 #include "core/status.h"
+#include "models/model_loader.h"
 
 namespace seekserve {
 
 int report_error(const Status& status) {
   std::fprintf(stderr, "seekserve: error: %s\n", status.message().c_str());
   return status.code() == StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+Result<std::unique_ptr<CausalLM>> load_model_for_cli(const std::string& path, const std::string& dtype, bool dummy_weights,
+                                                     int threads, std::shared_ptr<CpuBackend>* backend) {
+  SS_ASSIGN_OR_RETURN(ComputeDType compute, parse_compute_dtype(dtype));
+  auto cpu = std::make_shared<CpuBackend>(threads);
+  if (backend) *backend = cpu;
+  LoadOptions load;
+  load.path = path;
+  load.dtype = compute;
+  load.dummy_weights = dummy_weights;
+  load.backend = cpu;
+  return load_model(load);
 }
 
 }  // namespace seekserve

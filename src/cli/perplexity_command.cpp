@@ -30,13 +30,7 @@ int run_perplexity(const PerplexityFlags& f) {
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto tokenizer = Tokenizer::load(f.model);
   if (!tokenizer.ok()) return report_error(tokenizer.status());
-  auto dtype = parse_compute_dtype(f.dtype);
-  if (!dtype.ok()) return report_error(dtype.status());
-  LoadOptions load;
-  load.path = f.model;
-  load.dtype = *dtype;
-  load.backend = make_cpu_backend(f.threads);
-  auto model = load_model(load);
+  auto model = load_model_for_cli(f.model, f.dtype, /*dummy_weights=*/false, f.threads);
   if (!model.ok()) return report_error(model.status());
   if (f.window < 2 || f.window > (*model)->info().max_positions) return report_error(invalid_argument("--window must be in [2, context]"));
 

@@ -39,8 +39,7 @@ std::atomic<int> g_signal{0};
 void on_signal(int sig) { g_signal = sig; }
 
 int run_serve(const ServeFlags& f) {
-  auto dtype = parse_compute_dtype(f.dtype);
-  if (!dtype.ok()) return report_error(dtype.status());
+  if (Result<ComputeDType> dtype = parse_compute_dtype(f.dtype); !dtype.ok()) return report_error(dtype.status());  // before loading
   ApiConfig api;
   api.served_model_name = f.served_name.empty() ? std::filesystem::path(f.model).filename().string() : f.served_name;
   if (api.served_model_name.empty()) api.served_model_name = std::filesystem::path(f.model).parent_path().filename().string();
@@ -68,11 +67,7 @@ int run_serve(const ServeFlags& f) {
     if (!compiled.ok()) return report_error(compiled.status());
     chat_template = std::move(*compiled);
   }
-  LoadOptions load;
-  load.path = f.model;
-  load.dtype = *dtype;
-  load.backend = make_cpu_backend(f.threads);
-  auto model = load_model(load);
+  auto model = load_model_for_cli(f.model, f.dtype, /*dummy_weights=*/false, f.threads);
   if (!model.ok()) return report_error(model.status());
   // Sampling defaults from generation_config.json, as transformers and vLLM use them; a request
   // without a temperature gets the model's (1.0, OpenAI's default, when the file says greedy).

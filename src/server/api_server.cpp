@@ -548,7 +548,6 @@ void ApiServer::handle_completion(const std::shared_ptr<HttpExchange>& ex, Endpo
   job->cls = p.request_class.value_or(key_class);
   job->prompt_tokens = n_prompt;
   job->starts_in_reasoning = starts_in_reasoning;
-  const bool seeded = ex->body().find("\"seed\"") != std::string::npos;
   std::random_device random;
   for (int64_t i = 0; i < p.n; ++i) {
     auto c = std::make_shared<Job::Choice>();
@@ -568,7 +567,7 @@ void ApiServer::handle_completion(const std::shared_ptr<HttpExchange>& ex, Endpo
     r.prompt = prompt;
     r.max_tokens = max_tokens;
     r.sampling = p.sampling;
-    r.sampling.seed = seeded ? p.sampling.seed + i : (static_cast<uint64_t>(random()) << 32 | random());
+    r.sampling.seed = p.seeded ? p.sampling.seed + i : (static_cast<uint64_t>(random()) << 32 | random());
     r.ignore_eos = p.ignore_eos;
     r.request_class = job->cls;
     r.priority = p.priority;

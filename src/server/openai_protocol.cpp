@@ -151,6 +151,7 @@ Result<CompletionParams> parse_completion_request(const std::string& text, Endpo
   if (r.has("seed")) {
     if (!body["seed"].is_number_integer()) return r.fail("seed", "'seed' must be an integer"), bad();
     seed = body["seed"].get<int64_t>();
+    p.seeded = true;
   }
   p.sampling.seed = static_cast<uint64_t>(seed);
   if (!r.integer("n", 1, 16, &p.n)) return bad();

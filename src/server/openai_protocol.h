@@ -38,6 +38,7 @@ struct CompletionParams {
   std::optional<int64_t> max_tokens;           // max_tokens / max_completion_tokens
   SamplingParams sampling;
   std::vector<std::string> stop;
+  bool seeded = false;                         // the request gave a seed (choice i then uses seed + i)
   int64_t n = 1;
   bool logprobs = false;
   int64_t top_logprobs = 0;
