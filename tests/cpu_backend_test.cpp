@@ -49,9 +49,9 @@ TEST(CpuBackendTest, MatmulMatchesReferenceForEveryFormatAndIsa) {
     for (int threads : {1, 2}) {
       CpuBackend cpu(threads, isa);
       for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kF8Block, WeightFormat::kI8Row}) {
-        for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 33}, {37, 131}, {130, 257}, {300, 1000}}) {
+        for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 33}, {37, 131}, {130, 257}, {300, 1000}, {64, 64}}) {
           const Weight w = random_weight(format, rows, cols, rng);
-          for (int64_t n : {1, 3, 4, 9}) {
+          for (int64_t n : {1, 3, 4, 9, 12, 13, 40}) {  // 12 and up: the panel (GEMM) kernels
             SCOPED_TRACE(std::string(cpu_isa_name(isa)) + " " + weight_format_name(format) + " " + std::to_string(rows) + "x" +
                          std::to_string(cols) + " n=" + std::to_string(n) + " threads=" + std::to_string(threads));
             const int64_t x_stride = cols + 3, y_stride = rows + 5;

@@ -76,7 +76,7 @@ void quantize_activations_i8(const float* x, int64_t x_stride, int64_t n_tokens,
     scales[t] = scale;
     const float inv = 1.0f / scale;
     for (int64_t c = 0; c < cols; ++c)
-      q[t * q_stride + c] = static_cast<int8_t>(std::clamp(std::lround(row[c] * inv), -127L, 127L));
+      q[t * q_stride + c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * inv), -127.0f, 127.0f));
   }
 }
 

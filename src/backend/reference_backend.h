@@ -9,7 +9,8 @@
 
 namespace seekserve {
 
-// Per-token symmetric int8 quantization of activations (what int8 matmuls multiply).
+// Per-token symmetric int8 quantization of activations (what int8 matmuls multiply):
+// scale = max|x| / 127, q = x * (1 / scale) rounded half to even (as vector conversions round).
 void quantize_activations_i8(const float* x, int64_t x_stride, int64_t n_tokens, int64_t cols, int8_t* q, int64_t q_stride,
                              float* scales);
 

@@ -1,0 +1,186 @@
+#include "backend/cpu_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace seekserve {
+
+namespace {
+
+constexpr int kPanelRows = 32;  // weight rows per panel: two 16-lane vectors per unit
+constexpr int kBlockTokens = 12;  // tokens per micro-kernel call: 2 x 12 accumulators + 2 weights + 1 broadcast
+
+// Grow-only buffers, so a steady stream of steps allocates nothing.
+template <typename T>
+T* scratch(std::vector<T>& buffer, size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
+// Copies rows [r0, r0 + 32) of w (row_bytes each, M rows) into panel[unit][32] as 4-byte
+// units, XORed with `flip`; units past a row's end and rows past M are zero before the XOR.
+void pack_panel(const uint8_t* w, int64_t M, int64_t row_bytes, int64_t r0, int64_t units, uint32_t flip, uint32_t* panel) {
+  const int64_t full_units = row_bytes / 4;
+  for (int lane = 0; lane < kPanelRows; ++lane) {
+    const int64_t r = r0 + lane;
+    if (r >= M) {
+      for (int64_t j = 0; j < units; ++j) panel[j * kPanelRows + lane] = flip;
+      continue;
+    }
+    const uint8_t* row = w + r * row_bytes;
+    for (int64_t j = 0; j < full_units; ++j) {
+      uint32_t u;
+      std::memcpy(&u, row + 4 * j, 4);
+      panel[j * kPanelRows + lane] = u ^ flip;
+    }
+    for (int64_t j = full_units; j < units; ++j) {
+      uint32_t u = 0;
+      const int64_t begin = 4 * j;
+      if (begin < row_bytes) std::memcpy(&u, row + begin, static_cast<size_t>(row_bytes - begin));
+      panel[j * kPanelRows + lane] = u ^ flip;
+    }
+  }
+}
+
+// Activations regrouped per block of 12 tokens as [unit][12] (zero for absent tokens), so the
+// micro-kernel broadcasts from one stream at fixed offsets.
+void pack_tokens(const uint8_t* x, int64_t x_stride_bytes, int64_t N, int64_t units, uint32_t* packed) {
+  const int64_t n_blocks = (N + kBlockTokens - 1) / kBlockTokens;
+  std::memset(packed, 0, static_cast<size_t>(n_blocks * units * kBlockTokens) * 4);
+  for (int64_t t = 0; t < N; ++t) {
+    uint32_t* block = packed + (t / kBlockTokens) * units * kBlockTokens;
+    const uint8_t* row = x + t * x_stride_bytes;
+    for (int64_t j = 0; j < units; ++j) std::memcpy(&block[j * kBlockTokens + t % kBlockTokens], row + 4 * j, 4);
+  }
+}
+
+// Calls f(std::integral_constant<int, T>) with T = tokens in 1..12.
+template <typename F>
+void for_block_tokens(int64_t tokens, F&& f) {
+  switch (tokens) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 9: return f(std::integral_constant<int, 9>{});
+    case 10: return f(std::integral_constant<int, 10>{});
+    case 11: return f(std::integral_constant<int, 11>{});
+    default: return f(std::integral_constant<int, 12>{});
+  }
+}
+
+// 32 rows x T tokens over all units: acc[h][t] holds rows 16h..16h+15 of token t.
+template <int T>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void micro_bf16(const uint32_t* panel, const uint32_t* xp, int64_t units,
+                                                                       float* y, int64_t y_stride, __mmask16 m0, __mmask16 m1) {
+  __m512 acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < units; ++j) {
+    const __m512i w0 = _mm512_loadu_si512(panel + j * kPanelRows);
+    const __m512i w1 = _mm512_loadu_si512(panel + j * kPanelRows + 16);
+    for (int t = 0; t < T; ++t) {
+      const __m512i xb = _mm512_set1_epi32(static_cast<int>(xp[j * kBlockTokens + t]));
+      acc0[t] = _mm512_dpbf16_ps(acc0[t], (__m512bh)w0, (__m512bh)xb);
+      acc1[t] = _mm512_dpbf16_ps(acc1[t], (__m512bh)w1, (__m512bh)xb);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    _mm512_mask_storeu_ps(y + t * y_stride, m0, acc0[t]);
+    _mm512_mask_storeu_ps(y + t * y_stride + 16, m1, acc1[t]);
+  }
+}
+
+// Weights stored as w + 128 (unsigned) against signed activations: vpdpbusd sums
+// (w + 128) * x, and 128 * sum(x) (x_bias) is taken back out before scaling.
+template <int T>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_i8(const uint32_t* panel, const uint32_t* xp, int64_t units,
+                                                                     const int32_t* x_bias, const float* x_scale, const float* w_scale,
+                                                                     float* y, int64_t y_stride, __mmask16 m0, __mmask16 m1) {
+  const __m512 ws0 = _mm512_maskz_loadu_ps(m0, w_scale), ws1 = _mm512_maskz_loadu_ps(m1, w_scale + 16);
+  __m512i acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm512_setzero_si512();
+  for (int64_t j = 0; j < units; ++j) {
+    const __m512i w0 = _mm512_loadu_si512(panel + j * kPanelRows);
+    const __m512i w1 = _mm512_loadu_si512(panel + j * kPanelRows + 16);
+    for (int t = 0; t < T; ++t) {
+      const __m512i xb = _mm512_set1_epi32(static_cast<int>(xp[j * kBlockTokens + t]));
+      acc0[t] = _mm512_dpbusd_epi32(acc0[t], w0, xb);
+      acc1[t] = _mm512_dpbusd_epi32(acc1[t], w1, xb);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    // (x_scale * w_scale) * acc, in the reference's order.
+    const __m512i bias = _mm512_set1_epi32(x_bias[t]);
+    const __m512 xs = _mm512_set1_ps(x_scale[t]);
+    const __m512 v0 = _mm512_mul_ps(_mm512_mul_ps(xs, ws0), _mm512_maskz_cvtepi32_ps(0xffff, _mm512_sub_epi32(acc0[t], bias)));
+    const __m512 v1 = _mm512_mul_ps(_mm512_mul_ps(xs, ws1), _mm512_maskz_cvtepi32_ps(0xffff, _mm512_sub_epi32(acc1[t], bias)));
+    _mm512_mask_storeu_ps(y + t * y_stride, m0, v0);
+    _mm512_mask_storeu_ps(y + t * y_stride + 16, m1, v1);
+  }
+}
+
+// Lane masks of the rows of panel [r0, r0 + 32) that exist.
+void panel_masks(int64_t M, int64_t r0, __mmask16* m0, __mmask16* m1) {
+  const int64_t rows = std::min<int64_t>(kPanelRows, M - r0);
+  *m0 = static_cast<__mmask16>(rows >= 16 ? 0xffff : (1u << rows) - 1);
+  *m1 = static_cast<__mmask16>(rows <= 16 ? 0 : rows >= 32 ? 0xffff : (1u << (rows - 16)) - 1);
+}
+
+}  // namespace
+
+void gemm_bf16_avx512(const uint16_t* w, int64_t M, int64_t K, const uint16_t* x, int64_t x_stride, int64_t N, float* y,
+                      int64_t y_stride, ThreadPool& pool) {
+  const int64_t units = (K + 1) / 2;  // bf16 pairs
+  const int64_t n_blocks = (N + kBlockTokens - 1) / kBlockTokens;
+  static thread_local std::vector<uint32_t> packed_x;
+  uint32_t* xp = scratch(packed_x, static_cast<size_t>(n_blocks * units * kBlockTokens));
+  pack_tokens(reinterpret_cast<const uint8_t*>(x), x_stride * 2, N, units, xp);
+  pool.run((M + kPanelRows - 1) / kPanelRows, [&](int64_t task) {
+    static thread_local std::vector<uint32_t> panel_buffer;
+    uint32_t* panel = scratch(panel_buffer, static_cast<size_t>(units * kPanelRows));
+    const int64_t r0 = task * kPanelRows;
+    pack_panel(reinterpret_cast<const uint8_t*>(w), M, K * 2, r0, units, 0, panel);
+    __mmask16 m0, m1;
+    panel_masks(M, r0, &m0, &m1);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t t0 = b * kBlockTokens;
+      for_block_tokens(std::min<int64_t>(kBlockTokens, N - t0), [&](auto T) {
+        micro_bf16<decltype(T)::value>(panel, xp + b * units * kBlockTokens, units, y + t0 * y_stride + r0, y_stride, m0, m1);
+      });
+    }
+  });
+}
+
+void gemm_i8_vnni(const int8_t* w, const float* w_scale, int64_t M, int64_t K, const int8_t* x, int64_t x_stride,
+                  const float* x_scale, const int32_t* x_bias, int64_t N, float* y, int64_t y_stride, ThreadPool& pool) {
+  const int64_t units = (K + 3) / 4;
+  const int64_t n_blocks = (N + kBlockTokens - 1) / kBlockTokens;
+  static thread_local std::vector<uint32_t> packed_x;
+  uint32_t* xp = scratch(packed_x, static_cast<size_t>(n_blocks * units * kBlockTokens));
+  pack_tokens(reinterpret_cast<const uint8_t*>(x), x_stride, N, units, xp);
+  pool.run((M + kPanelRows - 1) / kPanelRows, [&](int64_t task) {
+    static thread_local std::vector<uint32_t> panel_buffer;
+    uint32_t* panel = scratch(panel_buffer, static_cast<size_t>(units * kPanelRows));
+    const int64_t r0 = task * kPanelRows;
+    pack_panel(reinterpret_cast<const uint8_t*>(w), M, K, r0, units, 0x80808080u, panel);
+    __mmask16 m0, m1;
+    panel_masks(M, r0, &m0, &m1);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t t0 = b * kBlockTokens;
+      for_block_tokens(std::min<int64_t>(kBlockTokens, N - t0), [&](auto T) {
+        micro_i8<decltype(T)::value>(panel, xp + b * units * kBlockTokens, units, x_bias + t0, x_scale + t0, w_scale + r0,
+                                     y + t0 * y_stride + r0, y_stride, m0, m1);
+      });
+    }
+  });
+}
+
+}  // namespace seekserve
