@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -10,8 +11,12 @@
 
 namespace seekserve::testing {
 
-// The repository root (set by CMake).
-inline std::string source_dir() { return SEEKSERVE_SOURCE_DIR; }
+// The repository root: set by CMake, overridden by the SEEKSERVE_SOURCE_DIR environment variable
+// (test binaries carried to another machine, e.g. the GPU tests).
+inline std::string source_dir() {
+  const char* moved = std::getenv("SEEKSERVE_SOURCE_DIR");
+  return moved && *moved ? moved : SEEKSERVE_SOURCE_DIR;
+}
 inline std::string fixtures_dir() { return source_dir() + "/tests/fixtures"; }
 // ../shared beside the checkout, when present (developers and CI have it; users may not).
 inline std::string shared_dir() { return source_dir() + "/../shared"; }

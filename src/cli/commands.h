@@ -22,10 +22,12 @@ CommandMain add_loadgen_command(CLI::App& app);
 CommandMain add_bench_command(CLI::App& app);
 CommandMain add_perplexity_command(CLI::App& app);
 
-// Loads a model for a command: --dtype by name, --dummy-weights, the CPU backend with `threads`
-// threads (0 = all); `backend`, when given, receives the backend the model runs on.
+// Loads a model for a command: --dtype by name, --dummy-weights, --device (cpu: the CPU backend
+// with `threads` threads, 0 = all; cuda: the GPU, when this build has it); `backend`, when given,
+// receives the CPU backend (also created for --device cuda, for the CPU-side work).
 Result<std::unique_ptr<class CausalLM>> load_model_for_cli(const std::string& path, const std::string& dtype, bool dummy_weights,
-                                                           int threads, std::shared_ptr<class CpuBackend>* backend = nullptr);
+                                                           int threads, std::shared_ptr<class CpuBackend>* backend = nullptr,
+                                                           const std::string& device = "cpu");
 
 // Token ids from "1,2,3", "[1, 2, 3]" or whitespace-separated text; `what` names the source in errors.
 Result<std::vector<int32_t>> parse_token_ids(const std::string& text, const std::string& what);

@@ -40,6 +40,7 @@ struct GenerateFlags {
   int64_t step_tokens = 512;
   int64_t latency_guard = 0;        // step_tokens_while_interactive_decodes
   int threads = 0;                  // CPU threads; 0 = all
+  std::string device = "cpu";       // cpu or cuda
 };
 
 // Tokenizes --prompt (as a chat turn with --chat); reports whether the template opened a
@@ -72,7 +73,7 @@ SamplingParams sampling_from(const GenerateFlags& f) {
 }
 
 Result<std::unique_ptr<CausalLM>> load_for(const GenerateFlags& f) {
-  return load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads);
+  return load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads, nullptr, f.device);
 }
 
 int run_batch(const GenerateFlags& f) {
@@ -202,6 +203,7 @@ CommandMain add_generate_command(CLI::App& app) {
   cmd->add_option("--step-tokens", flags->step_tokens, "tokens computed per engine step, prefill chunks included (--batch-file)");
   cmd->add_option("--latency-guard", flags->latency_guard,
                   "while interactive requests decode, cap a step at this many tokens (CPU deployments; --batch-file)");
+  cmd->add_option("--device", flags->device, "cpu, or cuda (an NVIDIA GPU, bf16; Qwen2 and Llama models)");
   cmd->add_option("--threads", flags->threads, "CPU threads for the kernels (0 = all)")->check(CLI::NonNegativeNumber);
   return [cmd, flags]() -> int { return cmd->parsed() ? run_generate(*flags) : -1; };
 }

@@ -6,6 +6,9 @@
 #include "backend/cpu_backend.h"
 #include "core/status.h"
 #include "models/model_loader.h"
+#ifdef SEEKSERVE_HAVE_CUDA
+#include "cuda/cuda_dense_lm.h"
+#endif
 
 namespace seekserve {
 
@@ -15,7 +18,7 @@ int report_error(const Status& status) {
 }
 
 Result<std::unique_ptr<CausalLM>> load_model_for_cli(const std::string& path, const std::string& dtype, bool dummy_weights,
-                                                     int threads, std::shared_ptr<CpuBackend>* backend) {
+                                                     int threads, std::shared_ptr<CpuBackend>* backend, const std::string& device) {
   SS_ASSIGN_OR_RETURN(ComputeDType compute, parse_compute_dtype(dtype));
   auto cpu = std::make_shared<CpuBackend>(threads);
   if (backend) *backend = cpu;
@@ -24,12 +27,16 @@ Result<std::unique_ptr<CausalLM>> load_model_for_cli(const std::string& path, co
   load.dtype = compute;
   load.dummy_weights = dummy_weights;
   load.backend = cpu;
+  load.device = device;
   return load_model(load);
 }
 
 }  // namespace seekserve
 
 int main(int argc, char** argv) {
+#ifdef SEEKSERVE_HAVE_CUDA
+  seekserve::cuda::register_cuda_device();
+#endif
   CLI::App app{"seekserve: deploy DeepSeek-family language models on CPUs and GPUs"};
   app.require_subcommand(1);
   std::vector<seekserve::CommandMain> mains;

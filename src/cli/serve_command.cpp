@@ -24,6 +24,7 @@ struct ServeFlags {
   bool protect_health = false;
   std::string dtype = "bf16";
   int threads = 0;
+  std::string device = "cpu";  // cpu or cuda
   int io_threads = 2;
   int64_t kv_budget = int64_t{256} << 20;
   int64_t step_tokens = 512;
@@ -67,7 +68,7 @@ int run_serve(const ServeFlags& f) {
     if (!compiled.ok()) return report_error(compiled.status());
     chat_template = std::move(*compiled);
   }
-  auto model = load_model_for_cli(f.model, f.dtype, /*dummy_weights=*/false, f.threads);
+  auto model = load_model_for_cli(f.model, f.dtype, /*dummy_weights=*/false, f.threads, nullptr, f.device);
   if (!model.ok()) return report_error(model.status());
   // Sampling defaults from generation_config.json, as transformers and vLLM use them; a request
   // without a temperature gets the model's (1.0, OpenAI's default, when the file says greedy).
@@ -124,6 +125,7 @@ CommandMain add_serve_command(CLI::App& app) {
   cmd->add_flag("--protect-health", f->protect_health, "require the API key on /health, /ready and /metrics too");
   cmd->add_option("--dtype", f->dtype, "weight and compute precision: bf16 or f32");
   cmd->add_option("--threads", f->threads, "CPU threads for the kernels (0 = all)");
+  cmd->add_option("--device", f->device, "cpu, or cuda (an NVIDIA GPU, bf16; Qwen2 and Llama models)");
   cmd->add_option("--io-threads", f->io_threads, "HTTP I/O threads");
   cmd->add_option("--kv-budget", f->kv_budget, "bytes for the paged KV cache");
   cmd->add_option("--step-tokens", f->step_tokens, "tokens per engine step");

@@ -160,6 +160,12 @@ std::vector<TokenOutput> Engine::step() {
                             c.begin, s->block_table, c.samples ? 1 : 0});
     counters_.prompt_tokens_computed += c.n - (c.samples && s->n_generated() > 0 ? 1 : 0);
   }
+  // Steps where every sampling request takes the plain argmax may get ids instead of logits.
+  bool argmax_only = true;
+  for (const ScheduledChunk& c : plan.chunks)
+    if (c.samples && (!c.sequence->request.sampling.plain_argmax() || c.sequence->request.top_logprobs >= 0)) argmax_only = false;
+  greedy_tokens_.clear();
+  batch.greedy_tokens = argmax_only ? &greedy_tokens_ : nullptr;
   const Status status = model_->forward_batch(batch, pool_, &logits_);
   if (!status.ok()) {
     // A model failure ends the step's requests with an error instead of wedging the engine.
@@ -179,7 +185,8 @@ std::vector<TokenOutput> Engine::step() {
     Sequence* s = c.sequence;
     TokenOutput out;
     out.request_id = s->id;
-    sample_into(s, logits_.data() + row * vocab, &out);
+    if (logits_.empty()) out.token = greedy_tokens_[static_cast<size_t>(row)];  // the model took the argmax
+    else sample_into(s, logits_.data() + row * vocab, &out);
     ++row;
     s->tokens.push_back(out.token);
     ++counters_.generated_tokens;

@@ -87,6 +87,7 @@ class Engine {
   int64_t next_id_ = 0;
   EngineStats counters_;
   std::vector<float> logits_;
+  std::vector<int32_t> greedy_tokens_;  // argmax per sampling row, when the model returned those
 };
 
 // Applies presence/frequency/repetition penalties for `seq` to logits [vocab] in place.

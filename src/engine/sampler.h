@@ -24,6 +24,10 @@ struct SamplingParams {
 
   Status validate() const;
   bool greedy() const { return temperature == 0.0f; }
+  // Greedy with no penalty: the token is the raw logits' argmax.
+  bool plain_argmax() const {
+    return greedy() && presence_penalty == 0.0f && frequency_penalty == 0.0f && repetition_penalty == 1.0f;
+  }
 };
 
 // Index of the largest logit; ties go to the lowest index (as torch.argmax).

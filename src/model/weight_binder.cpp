@@ -1,6 +1,9 @@
 #include "model/weight_binder.h"
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -28,6 +31,23 @@ uint64_t name_seed(const std::string& name) {
 // Uniform in [-1, 1).
 float unit_uniform(uint64_t seed, uint64_t i) {
   return static_cast<float>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+// f(i) for i < n, spread over the hardware threads for large n (dummy weights of real model
+// sizes run to billions of elements; each element depends only on its index).
+template <typename F>
+void parallel_for_index(size_t n, F&& f) {
+  const size_t threads = std::max<size_t>(1, std::min<size_t>(std::thread::hardware_concurrency(), n / (size_t{1} << 20)));
+  if (threads <= 1) {
+    for (size_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      for (size_t i = n * t / threads; i < n * (t + 1) / threads; ++i) f(i);
+    });
+  for (auto& th : pool) th.join();
 }
 
 bool aligned_for(const void* p, int64_t size) {
@@ -164,7 +184,7 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
   if (fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kBF16) {
     const int64_t br = options_.fp8_block_rows, bc = options_.fp8_block_cols;
     auto bytes = std::make_shared<std::vector<uint8_t>>(n);
-    for (size_t i = 0; i < n; ++i) bytes->at(i) = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f);
+    parallel_for_index(n, [&](size_t i) { (*bytes)[i] = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f); });
     const int64_t srows = (rows + br - 1) / br, scols = (cols + bc - 1) / bc;
     auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols), amplitude / 240.0f);
     Weight w;
@@ -180,11 +200,11 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
   }
   if (keep == Keep::kF32 || options_.dtype == ComputeDType::kF32) {
     std::vector<float> values(n);
-    for (size_t i = 0; i < n; ++i) values[i] = unit_uniform(seed, i) * amplitude;
+    parallel_for_index(n, [&](size_t i) { values[i] = unit_uniform(seed, i) * amplitude; });
     return weight_from_f32(std::move(values), rows, cols);
   }
   auto bits = std::make_shared<std::vector<uint16_t>>(n);
-  for (size_t i = 0; i < n; ++i) (*bits)[i] = f32_to_bf16(unit_uniform(seed, i) * amplitude);
+  parallel_for_index(n, [&](size_t i) { (*bits)[i] = f32_to_bf16(unit_uniform(seed, i) * amplitude); });
   Weight w;
   w.format = WeightFormat::kBF16;
   w.rows = rows;

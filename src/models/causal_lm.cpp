@@ -21,28 +21,29 @@ Status CausalLM::forward(const ForwardRequest& request, KvCache& cache, std::vec
   return Status::Ok();
 }
 
-Status DecoderLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::vector<float>* logits) {
+Status plan_forward_batch(const ForwardBatch& batch, const KvPool& pool, const ModelInfo& info, ForwardContext* out,
+                          std::vector<int32_t>* tokens_out, std::vector<int64_t>* logit_rows_out) {
   if (batch.chunks.empty()) return invalid_argument("forward needs at least one sequence");
-  logits->clear();
-  ForwardContext ctx;
-  ctx.pool = &pool;
-  std::vector<int32_t> tokens;
-  std::vector<int64_t> logit_rows;  // batch rows whose logits are wanted
+  ForwardContext& ctx = *out;
+  std::vector<int32_t>& tokens = *tokens_out;
+  std::vector<int64_t>& logit_rows = *logit_rows_out;  // batch rows whose logits are wanted
+  tokens.clear();
+  logit_rows.clear();
   for (size_t c = 0; c < batch.chunks.size(); ++c) {
     const SequenceChunk& chunk = batch.chunks[c];
     const int64_t n = static_cast<int64_t>(chunk.tokens.size());
     if (n == 0) return invalid_argument("sequence chunk " + std::to_string(c) + " has no tokens");
     if (chunk.n_logits < 0 || chunk.n_logits > n) return invalid_argument("n_logits must be in [0, chunk length]");
-    if (chunk.start + n > info_.max_positions)
+    if (chunk.start + n > info.max_positions)
       return out_of_range("sequence of " + std::to_string(chunk.start + n) + " tokens exceeds the context of " +
-                          std::to_string(info_.max_positions) + " (max_position_embeddings)");
+                          std::to_string(info.max_positions) + " (max_position_embeddings)");
     if (static_cast<int64_t>(chunk.block_table.size()) * pool.block_size() < chunk.start + n)
       return internal_error("block table does not cover the chunk");
     for (int64_t i = 0; i < n; ++i) {
       const int32_t id = chunk.tokens[static_cast<size_t>(i)];
-      if (id < 0 || id >= info_.vocab_size)
+      if (id < 0 || id >= info.vocab_size)
         return out_of_range("token id " + std::to_string(id) + " at index " + std::to_string(i) +
-                            " is outside the vocabulary [0, " + std::to_string(info_.vocab_size) + ")");
+                            " is outside the vocabulary [0, " + std::to_string(info.vocab_size) + ")");
     }
     for (int32_t block : chunk.block_table)
       if (block < 0 || block >= pool.n_blocks()) return internal_error("block id outside the KV pool");
@@ -55,8 +56,18 @@ Status DecoderLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::ve
     }
     for (int64_t i = n - chunk.n_logits; i < n; ++i) logit_rows.push_back(begin + i);
   }
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  ctx.n_tokens = n;
+  ctx.n_tokens = static_cast<int64_t>(tokens.size());
+  return Status::Ok();
+}
+
+Status DecoderLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::vector<float>* logits) {
+  logits->clear();
+  ForwardContext ctx;
+  ctx.pool = &pool;
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> logit_rows;
+  SS_RETURN_IF_ERROR(plan_forward_batch(batch, pool, info_, &ctx, &tokens, &logit_rows));
+  const int64_t n = ctx.n_tokens;
   rope_cos_sin(rope_, ctx.positions, &ctx.rope_cos, &ctx.rope_sin);
   if (batch.on_routing) ctx.on_routing = &batch.on_routing;
 

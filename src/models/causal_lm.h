@@ -62,6 +62,10 @@ struct SequenceChunk {
 // One engine step: chunks of several sequences, run together so every weight is read once.
 struct ForwardBatch {
   std::vector<SequenceChunk> chunks;
+  // When set, the model may return each logits row's argmax here (ties to the lowest id)
+  // instead of the logits, which it then leaves empty: a GPU model copies back n ids rather
+  // than n x vocab floats. For steps whose every request samples greedily.
+  std::vector<int32_t>* greedy_tokens = nullptr;
   LayerObserver observer;     // optional: residual stream of all the batch's tokens
   RoutingObserver on_routing; // optional
 };
@@ -101,6 +105,12 @@ struct ForwardContext {
   KvPool* pool = nullptr;
   const RoutingObserver* on_routing = nullptr;  // from the request, may be null
 };
+
+// Validates every chunk of `batch` against the model and the pool (token ids, context length,
+// block tables) and lays the batch out: ctx->positions, slots, segments and n_tokens, the
+// tokens in row order and the rows whose logits are wanted. Nothing is written on error.
+Status plan_forward_batch(const ForwardBatch& batch, const KvPool& pool, const ModelInfo& info, ForwardContext* ctx,
+                          std::vector<int32_t>* tokens, std::vector<int64_t>* logit_rows);
 
 // Embedding, final norm and lm_head around a stack of family-specific layers.
 class DecoderLM : public CausalLM {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "layers/gqa_attention.h"
 #include "model/hf_config.h"
@@ -28,5 +29,13 @@ Result<std::unique_ptr<CausalLM>> make_dense_decoder(DenseDecoderConfig config, 
 
 // Fields Qwen2 and Llama spell the same way; the family files add their own.
 DenseDecoderConfig read_dense_decoder_config(ConfigReader& config);
+// The whole config of each dense family (qwen2.cpp, llama.cpp).
+DenseDecoderConfig read_qwen2_config(ConfigReader& config);
+DenseDecoderConfig read_llama_config(ConfigReader& config);
+
+// A dense decoder on another device (the CUDA library registers one): binds the same weights.
+using DenseDeviceFactory = Result<std::unique_ptr<CausalLM>> (*)(DenseDecoderConfig config, ConfigReader& reader,
+                                                                 WeightBinder& binder);
+void register_dense_device(const std::string& device, DenseDeviceFactory factory);
 
 }  // namespace seekserve

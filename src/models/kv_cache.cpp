@@ -11,6 +11,7 @@ KvPool::KvPool(KvLayout layout, int64_t n_blocks, int64_t block_size)
 void KvPool::grow(int64_t n_blocks) {
   if (n_blocks <= n_blocks_) return;
   n_blocks_ = n_blocks;
+  if (layout_.on_device) return;
   const size_t rows = static_cast<size_t>(n_blocks * block_size_);
   for (auto& v : a_) v.resize(rows * static_cast<size_t>(layout_.a_width));
   for (auto& v : b_) v.resize(rows * static_cast<size_t>(layout_.b_width));

@@ -18,7 +18,11 @@ struct KvLayout {
   int64_t n_layers = 0;
   int64_t a_width = 0;  // floats per token in the first row (keys, or c_kv)
   int64_t b_width = 0;  // floats per token in the second row (values, or k_pe)
-  int64_t bytes_per_token() const { return n_layers * (a_width + b_width) * 4; }
+  int64_t element_bytes = 4;  // 4: float32 rows; 2: bf16 rows (the CUDA models)
+  // The rows live in the model's device memory: a KvPool only numbers the blocks (the model
+  // sizes its device pool to match) and holds no host rows.
+  bool on_device = false;
+  int64_t bytes_per_token() const { return n_layers * (a_width + b_width) * element_bytes; }
 };
 
 class KvPool {

@@ -5,12 +5,16 @@
 
 namespace seekserve {
 
-Result<std::unique_ptr<CausalLM>> make_llama(ConfigReader& config, WeightBinder& binder, std::shared_ptr<Backend> backend) {
+DenseDecoderConfig read_llama_config(ConfigReader& config) {
   DenseDecoderConfig c = read_dense_decoder_config(config);
   c.attention.qkv_bias = config.bool_or("attention_bias", false);
   c.attention.o_bias = c.attention.qkv_bias;  // transformers' Llama puts the bias on all four
   if (config.bool_or("mlp_bias", false)) config.fail("mlp_bias: true is not supported");
-  return make_dense_decoder(std::move(c), config, binder, std::move(backend));
+  return c;
+}
+
+Result<std::unique_ptr<CausalLM>> make_llama(ConfigReader& config, WeightBinder& binder, std::shared_ptr<Backend> backend) {
+  return make_dense_decoder(read_llama_config(config), config, binder, std::move(backend));
 }
 
 }  // namespace seekserve

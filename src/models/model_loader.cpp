@@ -1,13 +1,18 @@
 #include "models/model_loader.h"
 
 #include <filesystem>
+#include <map>
 
 #include "backend/cpu_backend.h"
+#include "models/dense_decoder.h"
 #include "loader/checkpoint.h"
 
 namespace seekserve {
 
 namespace fs = std::filesystem;
+
+// Registered device implementations of the dense families, by device name.
+std::map<std::string, DenseDeviceFactory>& dense_devices();
 
 namespace {
 
@@ -126,8 +131,33 @@ Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options) {
   bind.dummy_weights = options.dummy_weights;
   SS_RETURN_IF_ERROR(read_quantization_config(config, &bind));
   WeightBinder binder(checkpoint, bind);
+  if (options.device != "cpu") {
+    const auto device = dense_devices().find(options.device);
+    if (device == dense_devices().end())
+      return unimplemented("--device " + options.device + " is not available in this build (supported: " +
+                           join(available_devices()) + ")");
+    if (architecture != "Qwen2ForCausalLM" && architecture != "LlamaForCausalLM")
+      return unimplemented(architecture + " does not run on --device " + options.device +
+                           " yet (supported there: Qwen2ForCausalLM, LlamaForCausalLM)");
+    DenseDecoderConfig dense = architecture == "Qwen2ForCausalLM" ? read_qwen2_config(config) : read_llama_config(config);
+    SS_RETURN_IF_ERROR(config.status());
+    return device->second(std::move(dense), config, binder);
+  }
   std::shared_ptr<Backend> backend = options.backend ? options.backend : std::shared_ptr<Backend>(make_cpu_backend());
   return family->factory(config, binder, std::move(backend));
+}
+
+std::map<std::string, DenseDeviceFactory>& dense_devices() {
+  static std::map<std::string, DenseDeviceFactory> devices;
+  return devices;
+}
+
+void register_dense_device(const std::string& device, DenseDeviceFactory factory) { dense_devices()[device] = factory; }
+
+std::vector<std::string> available_devices() {
+  std::vector<std::string> names{"cpu"};
+  for (const auto& entry : dense_devices()) names.push_back(entry.first);
+  return names;
 }
 
 }  // namespace seekserve

@@ -18,9 +18,13 @@ struct LoadOptions {
   ComputeDType dtype = ComputeDType::kF32;   // --dtype
   bool dummy_weights = false;                // generate weights of the config's shapes
   std::shared_ptr<Backend> backend;          // null: the optimized CPU backend (make_cpu_backend)
+  std::string device = "cpu";                // "cuda": a registered device implementation (bf16)
 };
 
 Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options);
+
+// Devices load_model accepts: "cpu" and those a device library registered.
+std::vector<std::string> available_devices();
 
 // The architectures load_model accepts, in the order they are listed in errors.
 std::vector<std::string> supported_architectures();

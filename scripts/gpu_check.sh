@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
+# then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
+# scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=$(realpath "${1:-.devbin}")
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export SEEKSERVE_SOURCE_DIR="$PWD"  # where the test binary finds its fixtures
+if ldd "$bin/seekserve" | grep -q "libcublasLt.*not found"; then  # e.g. only PyTorch's copy is installed
+  lt=$(find / -name 'libcublasLt.so.13*' -not -path '/proc/*' 2>/dev/null | head -1)
+  [ -n "$lt" ] && export LD_LIBRARY_PATH="$(dirname "$lt"):$LD_LIBRARY_PATH"
+fi
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$out/device.txt"
+echo "== GPU tests"
+"$bin/cuda_test" 2>&1 | tee "$out/tests.txt" | grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|error|rel" | head -40
+echo "== compute-sanitizer (op tests)"
+if command -v compute-sanitizer > /dev/null; then
+  compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_test" --gtest_filter='CudaTest.*' > "$out/sanitizer.txt" 2>&1
+  echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/sanitizer.txt") clean summaries)"
+fi
+bench() { "$bin/seekserve" bench --device cuda --dummy-weights --json "$@" 2>&1 | tee -a "$out/bench.jsonl"; }
+echo "== benchmarks"
+for model in r1-distill-qwen-1.5b r1-distill-llama-8b; do
+  bench --model configs/$model.json --prompt-tokens 128 --gen-tokens 64
+  bench --model configs/$model.json --prompt-tokens 4096 --gen-tokens 4
+done
+bench --model configs/r1-distill-llama-8b.json --prompt-tokens 128 --gen-tokens 128 --batch 256
+echo "== peer (PyTorch CUDA graph)"
+if [ -f "$bin/peer_graph.py" ]; then python3 "$bin/peer_graph.py" configs r1-distill-qwen-1.5b r1-distill-llama-8b 2>&1 | tee "$out/peer.jsonl"; fi

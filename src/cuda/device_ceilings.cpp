@@ -1,0 +1,75 @@
+#include "cuda/device_ceilings.h"
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "cuda/cuda_check.h"
+#include "cuda/lt_gemm.h"
+
+namespace seekserve::cuda {
+
+namespace {
+
+template <typename F>
+double median_ms(int repeats, cudaStream_t stream, F&& body) {
+  cudaEvent_t start, stop;
+  SS_CUDA_CHECK(cudaEventCreate(&start));
+  SS_CUDA_CHECK(cudaEventCreate(&stop));
+  body();  // warm-up
+  std::vector<float> ms;
+  for (int i = 0; i < repeats; ++i) {
+    SS_CUDA_CHECK(cudaEventRecord(start, stream));
+    body();
+    SS_CUDA_CHECK(cudaEventRecord(stop, stream));
+    SS_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0;
+    SS_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  SS_CUDA_CHECK(cudaEventDestroy(start));
+  SS_CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+DeviceCeilings measure_device_ceilings() {
+  DeviceCeilings c;
+  cudaDeviceProp prop{};
+  SS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  c.name = prop.name;
+  cudaStream_t stream;
+  SS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  {
+    const size_t bytes = size_t{2} << 30;
+    DeviceBuffer<uint8_t> a, b;
+    if (a.reserve(bytes).ok() && b.reserve(bytes).ok()) {
+      SS_CUDA_CHECK(cudaMemsetAsync(a.data(), 1, bytes, stream));
+      const double ms = median_ms(10, stream, [&] { SS_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream)); });
+      c.copy_GBps = 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
+    }
+  }
+  {
+    const int64_t n = 8192;
+    std::vector<uint16_t> host(static_cast<size_t>(n * n));
+    std::mt19937 rng(5);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    for (auto& v : host) v = f32_to_bf16(dist(rng));
+    DeviceBuffer<bf16> w, x;
+    DeviceBuffer<float> y;
+    if (w.reserve(host.size()).ok() && x.reserve(host.size()).ok() && y.reserve(host.size()).ok()) {
+      SS_CUDA_CHECK(cudaMemcpy(w.data(), host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+      SS_CUDA_CHECK(cudaMemcpy(x.data(), host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+      LtGemm gemm;
+      const double ms = median_ms(10, stream, [&] { gemm.run(w.data(), n, n, x.data(), n, false, y.data(), stream); });
+      c.bf16_tflops = 2.0 * static_cast<double>(n * n * n) / (ms * 1e-3) / 1e12;
+    }
+  }
+  SS_CUDA_CHECK(cudaStreamDestroy(stream));
+  return c;
+}
+
+}  // namespace seekserve::cuda

@@ -1,0 +1,17 @@
+// The two ceilings GPU figures are judged against, measured on the device in the same run:
+// device-to-device copy bandwidth (bytes read plus written) and the bf16 GEMM rate.
+#pragma once
+
+#include <string>
+
+namespace seekserve::cuda {
+
+struct DeviceCeilings {
+  std::string name;         // e.g. "NVIDIA H200"
+  double copy_GBps = 0;     // median of 10 copies of 2 GiB, read + written bytes
+  double bf16_tflops = 0;   // median of 10 cuBLASLt 8192^3 bf16 GEMMs on random data
+};
+
+DeviceCeilings measure_device_ceilings();
+
+}  // namespace seekserve::cuda

@@ -1,0 +1,81 @@
+// The CUDA kernels of the dense decoder, as host-callable launchers (all asynchronous on
+// `stream`). Conventions follow backend.h: activations row-major, one row per token; the
+// residual stream is float32, matmul inputs are bf16 (the rounding the CPU backend applies at
+// matmul inputs), matmul outputs float32; the KV cache holds bf16 rows in a paged pool.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace seekserve::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// out[t] = table[ids[t]] as float32. table: [vocab, dim] bf16; out: [n, dim].
+void embedding(const bf16* table, int64_t dim, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
+
+// out[t] = x[rows[t]] * rsqrt(mean(x^2) + eps) * weight, rows of width dim. rows null: t itself.
+// OutT: bf16 (a matmul input) or float (observed outputs).
+template <typename OutT>
+void rms_norm(const float* x, const int32_t* rows, const float* weight, int64_t n, int64_t dim, float eps, OutT* out,
+              cudaStream_t stream);
+
+// Memory-bound matmul for a few tokens (decode): y[t][r] (+)= sum_k w[r][k] x[t][k] (+ bias[r]).
+// w: [M, K] bf16; x: [n, K] bf16 with n <= kGemvMaxTokens; y: [n, y_stride] float32.
+constexpr int64_t kGemvMaxTokens = 8;
+void gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y,
+          int64_t y_stride, cudaStream_t stream);
+
+// y[t][r] += bias[r] for rows of width M.
+void add_bias(const float* bias, int64_t n, int64_t M, float* y, cudaStream_t stream);
+
+// Rotates q and k of the fused [n, (H + 2 Hkv) * D] projection in place (half-split pairs
+// (i, i + D/2), or interleaved (2i, 2i+1)) and writes k and v as bf16 into pool row slots[t].
+// cos/sin: [n, D/2].
+void rope_and_cache(float* qkv, int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, const float* cos,
+                    const float* sin, bool interleaved, const int32_t* slots, bf16* k_pool, bf16* v_pool, cudaStream_t stream);
+
+// Causal attention over the paged cache for every token of the batch. Token t belongs to
+// sequence token_seq[t], sits at positions[t] and sees positions [0, positions[t]] through
+// block_tables[token_seq[t] * table_stride + p / block_size]. q: rows of the fused projection
+// (q_stride apart, heads first). out: [n, H * D] bf16 (the o_proj input).
+struct AttentionParams {
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const bf16* k_pool = nullptr;  // rows [*, n_kv_heads * head_dim]
+  const bf16* v_pool = nullptr;
+  const int32_t* block_tables = nullptr;
+  int64_t table_stride = 0;
+  const int32_t* token_seq = nullptr;
+  const int32_t* positions = nullptr;
+  int64_t n_tokens = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t block_size = 0;
+  float scale = 1.0f;
+  bf16* out = nullptr;
+};
+// Head dims and GQA group sizes the attention kernel is built for.
+bool attention_supported(int64_t head_dim, int64_t group);
+void attention(const AttentionParams& p, cudaStream_t stream);
+
+// The same attention for prefill chunks, on tensor cores. Query rows come in tiles of at most
+// 64 rows of one sequence: tiles[3 i .. 3 i + 2] = {sequence, first row, rows}; the rows'
+// positions must increase within a tile (they do within a chunk). token_seq is not read.
+constexpr int64_t kPrefillTileRows = 64;
+bool attention_prefill_supported(int64_t head_dim);
+void attention_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n_tiles, cudaStream_t stream);
+
+// out[t][i] = silu(gate_up[t][i]) * gate_up[t][I + i] as bf16; gate_up: [n, 2I].
+void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream);
+
+// ids[r] = argmax of logits row r (width vocab); ties to the lowest id, NaN never wins.
+void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, cudaStream_t stream);
+
+// float32 -> bf16, n elements (round to nearest even).
+void to_bf16(const float* x, int64_t n, bf16* out, cudaStream_t stream);
+
+}  // namespace seekserve::cuda

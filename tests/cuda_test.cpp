@@ -1,0 +1,390 @@
+// The CUDA kernels against the CPU reference on random inputs of awkward sizes (relative error,
+// NaN/inf checks, sentinels around outputs), and the dense fixture models on the GPU against the
+// transformers goldens at the bf16 tolerances of the numerics note. Every test skips cleanly
+// when no CUDA device is present (CI has none).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "backend/reference_backend.h"
+#include "core/dtype.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_dense_lm.h"
+#include "cuda/kernels.h"
+#include "cuda/lt_gemm.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
+#include "models/model_loader.h"
+#include "test_support.h"
+
+namespace seekserve::cuda {
+namespace {
+
+constexpr float kSentinel = -7.25f;
+
+class CudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!device_present()) GTEST_SKIP() << "no CUDA device";
+  }
+  std::mt19937 rng_{11};
+  std::vector<float> random(size_t n, float sigma = 1.0f) {
+    std::normal_distribution<float> dist(0.0f, sigma);
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng_);
+    return v;
+  }
+};
+
+template <typename T>
+DeviceBuffer<T> upload(const std::vector<T>& host, size_t pad = 0, T fill = T{}) {
+  DeviceBuffer<T> d;
+  EXPECT_TRUE(d.reserve(host.size() + pad).ok());
+  std::vector<T> padded = host;
+  padded.resize(host.size() + pad, fill);
+  SS_CUDA_CHECK(cudaMemcpy(d.data(), padded.data(), padded.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <typename T>
+std::vector<T> download(const DeviceBuffer<T>& d, size_t n) {
+  std::vector<T> host(n);
+  SS_CUDA_CHECK(cudaDeviceSynchronize());
+  SS_CUDA_CHECK(cudaMemcpy(host.data(), d.data(), n * sizeof(T), cudaMemcpyDeviceToHost));
+  return host;
+}
+
+std::vector<bf16> to_bf16_host(const std::vector<float>& v) {
+  std::vector<bf16> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint16_t bits = f32_to_bf16(v[i]);
+    std::memcpy(static_cast<void*>(&out[i]), &bits, 2);
+  }
+  return out;
+}
+
+float bf16_value(bf16 v) {
+  uint16_t bits;
+  std::memcpy(&bits, static_cast<const void*>(&v), 2);
+  return bf16_to_f32(bits);
+}
+
+// ||got - want|| / ||want|| over the valid entries, every one finite.
+double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(got[i])) << "at " << i;
+    diff += (got[i] - want[i]) * static_cast<double>(got[i] - want[i]);
+    ref += want[i] * static_cast<double>(want[i]);
+  }
+  return std::sqrt(diff / std::max(ref, 1e-30));
+}
+
+TEST_F(CudaTest, GemvAndGemmMatchTheReferenceMatmul) {
+  ReferenceBackend reference;
+  LtGemm gemm;
+  for (const auto& [M, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 8}, {37, 131}, {300, 1000}, {1536, 1536}, {129, 8960}}) {
+    const std::vector<float> w = random(static_cast<size_t>(M * K), 0.05f);
+    const Weight weight = weight_to_bf16(weight_from_f32(w, M, K));
+    const std::vector<float> bias = random(static_cast<size_t>(M));
+    auto d_w = upload(to_bf16_host(w));
+    auto d_bias = upload(bias);
+    for (int64_t n : {1, 3, 8, 13, 40}) {
+      if (n > kGemvMaxTokens && K % 8 != 0) continue;  // cuBLASLt needs aligned rows; the model's are
+      SCOPED_TRACE(std::to_string(M) + "x" + std::to_string(K) + " n=" + std::to_string(n));
+      const std::vector<float> x = random(static_cast<size_t>(n * K));
+      std::vector<float> want(static_cast<size_t>(n * M));
+      reference.matmul(weight, x.data(), K, n, want.data(), M);
+      auto d_x = upload(to_bf16_host(x));
+      for (bool with_bias : {false, true}) {
+        // Accumulate onto a known start; sentinels after the output must stay.
+        const std::vector<float> start = random(static_cast<size_t>(n * M));
+        auto d_y = upload(start, 64, kSentinel);
+        if (n <= kGemvMaxTokens) {
+          gemv(d_w.data(), M, K, d_x.data(), n, with_bias ? d_bias.data() : nullptr, true, d_y.data(), M, nullptr);
+        } else {
+          gemm.run(d_w.data(), M, K, d_x.data(), n, true, d_y.data(), nullptr);
+          if (with_bias) add_bias(d_bias.data(), n, M, d_y.data(), nullptr);
+        }
+        std::vector<float> got = download(d_y, static_cast<size_t>(n * M + 64));
+        for (size_t i = static_cast<size_t>(n * M); i < got.size(); ++i) ASSERT_EQ(got[i], kSentinel) << "sentinel overwritten";
+        got.resize(static_cast<size_t>(n * M));
+        std::vector<float> expect = want;
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = 0; r < M; ++r)
+            expect[static_cast<size_t>(t * M + r)] += start[static_cast<size_t>(t * M + r)] + (with_bias ? bias[static_cast<size_t>(r)] : 0.0f);
+        EXPECT_LE(rel_error(got, expect), 1e-5);
+      }
+    }
+  }
+}
+
+TEST_F(CudaTest, RmsNormSiluAndEmbeddingMatchTheReference) {
+  ReferenceBackend reference;
+  for (int64_t dim : {7, 256, 1536, 5000}) {
+    const int64_t n = 5;
+    const std::vector<float> x = random(static_cast<size_t>(n * dim), 3.0f), weight = random(static_cast<size_t>(dim));
+    std::vector<float> want(x.size());
+    reference.rms_norm(x.data(), dim, weight.data(), n, dim, 1e-6f, want.data(), dim);
+    auto d_x = upload(x);
+    auto d_w = upload(weight);
+    DeviceBuffer<float> d_out;
+    ASSERT_TRUE(d_out.reserve(x.size() + 16).ok());
+    SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (x.size() + 16) * 4));  // NaN poison
+    rms_norm(d_x.data(), nullptr, d_w.data(), n, dim, 1e-6f, d_out.data(), nullptr);
+    std::vector<float> got = download(d_out, x.size());
+    EXPECT_LE(rel_error(got, want), 1e-6) << "dim " << dim;
+
+    // silu(gate) * up into bf16: gate_up rows are [gate | up].
+    std::vector<float> gate_up = random(static_cast<size_t>(n * 2 * dim), 2.0f), expect(static_cast<size_t>(n * dim));
+    for (int64_t t = 0; t < n; ++t)
+      reference.silu_mul(gate_up.data() + t * 2 * dim, gate_up.data() + t * 2 * dim + dim, dim, expect.data() + t * dim);
+    auto d_gu = upload(gate_up);
+    DeviceBuffer<bf16> d_act;
+    ASSERT_TRUE(d_act.reserve(static_cast<size_t>(n * dim)).ok());
+    silu_mul(d_gu.data(), n, dim, d_act.data(), nullptr);
+    std::vector<float> act;
+    for (bf16 v : download(d_act, static_cast<size_t>(n * dim))) act.push_back(bf16_value(v));
+    EXPECT_LE(rel_error(act, expect), 4e-3) << "silu_mul dim " << dim;  // one bf16 rounding
+  }
+  // Embedding rows gathered by id, widened exactly.
+  const int64_t vocab = 50, dim = 33;
+  const std::vector<bf16> table = to_bf16_host(random(static_cast<size_t>(vocab * dim)));
+  const std::vector<int32_t> ids{49, 0, 17, 17};
+  auto d_table = upload(table);
+  auto d_ids = upload(ids);
+  DeviceBuffer<float> d_out;
+  ASSERT_TRUE(d_out.reserve(ids.size() * dim).ok());
+  embedding(d_table.data(), dim, d_ids.data(), static_cast<int64_t>(ids.size()), d_out.data(), nullptr);
+  const std::vector<float> got = download(d_out, ids.size() * dim);
+  for (size_t t = 0; t < ids.size(); ++t)
+    for (int64_t c = 0; c < dim; ++c) ASSERT_EQ(got[t * dim + static_cast<size_t>(c)], bf16_value(table[static_cast<size_t>(ids[t] * dim + c)]));
+}
+
+// Rotary embedding, the bf16 cache write and paged attention together, against the reference
+// rope and gqa_attention over the same (bf16-rounded) keys and values in a shuffled block table.
+TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
+  ReferenceBackend reference;
+  for (const auto& [n_heads, n_kv, D] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{4, 2, 32}, {8, 2, 16}, {12, 2, 128}, {32, 8, 128}, {7, 7, 64}}) {
+    const int64_t block = 16, context = 137, n_new = 100;  // 37 positions cached, 100 new (two prefill tiles)
+    const int64_t start = context - n_new, width = (n_heads + 2 * n_kv) * D, kv_width = n_kv * D;
+    SCOPED_TRACE("heads " + std::to_string(n_heads) + "/" + std::to_string(n_kv) + " D " + std::to_string(D));
+    const int64_t n_blocks = (context + block - 1) / block + 3;
+    std::vector<int32_t> table(static_cast<size_t>(n_blocks));
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng_);
+    const int64_t rows = n_blocks * block;
+    // Old positions: keys/values already in the cache (bf16 values).
+    std::vector<float> k_cache(static_cast<size_t>(rows * kv_width), 0.0f), v_cache(k_cache.size(), 0.0f);
+    const std::vector<float> old_k = random(static_cast<size_t>(start * kv_width)), old_v = random(old_k.size());
+    for (int64_t p = 0; p < start; ++p) {
+      const int64_t slot = kv_slot(table.data(), block, p);
+      for (int64_t i = 0; i < kv_width; ++i) {
+        k_cache[static_cast<size_t>(slot * kv_width + i)] = round_to_bf16(old_k[static_cast<size_t>(p * kv_width + i)]);
+        v_cache[static_cast<size_t>(slot * kv_width + i)] = round_to_bf16(old_v[static_cast<size_t>(p * kv_width + i)]);
+      }
+    }
+    // New tokens: fused q|k|v rows, rotated by the reference, then cached.
+    std::vector<float> qkv = random(static_cast<size_t>(n_new * width));
+    std::vector<int32_t> positions(static_cast<size_t>(n_new)), slots(static_cast<size_t>(n_new)), seq(static_cast<size_t>(n_new), 0);
+    std::vector<float> cos(static_cast<size_t>(n_new * D / 2)), sin(cos.size());
+    for (int64_t t = 0; t < n_new; ++t) {
+      positions[static_cast<size_t>(t)] = static_cast<int32_t>(start + t);
+      slots[static_cast<size_t>(t)] = static_cast<int32_t>(kv_slot(table.data(), block, start + t));
+      for (int64_t i = 0; i < D / 2; ++i) {
+        const float angle = static_cast<float>(start + t) * std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(D));
+        cos[static_cast<size_t>(t * D / 2 + i)] = std::cos(angle);
+        sin[static_cast<size_t>(t * D / 2 + i)] = std::sin(angle);
+      }
+    }
+    auto d_qkv = upload(qkv);
+    auto d_k = upload(to_bf16_host(k_cache));
+    auto d_v = upload(to_bf16_host(v_cache));
+    auto d_cos = upload(cos);
+    auto d_sin = upload(sin);
+    auto d_slots = upload(slots);
+    auto d_pos = upload(positions);
+    auto d_seq = upload(seq);
+    auto d_table = upload(table);
+    rope_and_cache(d_qkv.data(), n_new, n_heads, n_kv, D, d_cos.data(), d_sin.data(), false, d_slots.data(), d_k.data(), d_v.data(), nullptr);
+
+    std::vector<float> want_qkv = qkv;
+    reference.rope(want_qkv.data(), n_new, n_heads + n_kv, width, D, D, cos.data(), sin.data(), RopePairing::kHalfSplit);
+    EXPECT_LE(rel_error(download(d_qkv, qkv.size()), want_qkv), 1e-6) << "rope";
+    for (int64_t t = 0; t < n_new; ++t)
+      for (int64_t i = 0; i < kv_width; ++i) {
+        const size_t dst = static_cast<size_t>(slots[static_cast<size_t>(t)] * kv_width + i);
+        k_cache[dst] = round_to_bf16(want_qkv[static_cast<size_t>(t * width + n_heads * D + i)]);
+        v_cache[dst] = round_to_bf16(want_qkv[static_cast<size_t>(t * width + (n_heads + n_kv) * D + i)]);
+      }
+    std::vector<float> got_k, got_v;
+    for (bf16 v : download(d_k, k_cache.size())) got_k.push_back(bf16_value(v));
+    for (bf16 v : download(d_v, v_cache.size())) got_v.push_back(bf16_value(v));
+    EXPECT_LE(rel_error(got_k, k_cache), 4e-3) << "cached keys";
+    EXPECT_EQ(got_v, v_cache) << "cached values";
+
+    std::vector<float> want(static_cast<size_t>(n_new * n_heads * D));
+    GqaAttentionArgs ref{want_qkv.data(), width, k_cache.data(), v_cache.data(), table.data(), block, positions.data(), n_new,
+                         n_heads, n_kv, D, 1.0f / std::sqrt(static_cast<float>(D)), want.data()};
+    reference.gqa_attention(ref);
+    ASSERT_TRUE(attention_supported(D, n_heads / n_kv));
+    DeviceBuffer<bf16> d_out;
+    ASSERT_TRUE(d_out.reserve(want.size() + 8).ok());
+    AttentionParams p;
+    p.q = d_qkv.data();
+    p.q_stride = width;
+    p.k_pool = d_k.data();
+    p.v_pool = d_v.data();
+    p.block_tables = d_table.data();
+    p.table_stride = n_blocks;
+    p.token_seq = d_seq.data();
+    p.positions = d_pos.data();
+    p.n_tokens = n_new;
+    p.n_heads = n_heads;
+    p.n_kv_heads = n_kv;
+    p.head_dim = D;
+    p.block_size = block;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    p.out = d_out.data();
+    attention(p, nullptr);
+    std::vector<float> got;
+    for (bf16 v : download(d_out, want.size())) got.push_back(bf16_value(v));
+    EXPECT_LE(rel_error(got, want), 8e-3) << "attention";  // keys: bf16 on both sides; output one bf16 rounding
+
+    // The tensor-core prefill kernel over the same rows, as two tiles (64 + 36 rows); its q and
+    // probabilities are bf16 as well, hence the wider bound.
+    ASSERT_TRUE(attention_prefill_supported(D));
+    const std::vector<int32_t> tiles{0, 0, 64, 0, 64, static_cast<int32_t>(n_new - 64)};
+    auto d_tiles = upload(tiles);
+    SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (want.size() + 8) * 2));  // NaN poison
+    attention_prefill(p, d_tiles.data(), 2, nullptr);
+    got.clear();
+    for (bf16 v : download(d_out, want.size())) got.push_back(bf16_value(v));
+    EXPECT_LE(rel_error(got, want), 2e-2) << "prefill attention";
+  }
+}
+
+// The dense fixtures end to end on the GPU: logits against the transformers float32 goldens at
+// the bf16 tolerance, argmax wherever the reference margin exceeds 0.5.
+class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!device_present()) GTEST_SKIP() << "no CUDA device";
+    dir_ = testing::model_dir(GetParam());
+    if (dir_.empty()) GTEST_SKIP() << GetParam() << " is not available";
+    register_cuda_device();
+    model = load("cuda", ComputeDType::kBF16);
+  }
+  Result<std::unique_ptr<CausalLM>> load(const std::string& device, ComputeDType dtype) {
+    LoadOptions options;
+    options.path = dir_;
+    options.dtype = dtype;
+    options.device = device;
+    auto loaded = load_model(options);
+    EXPECT_TRUE(loaded.ok()) << loaded.status().to_string();
+    return loaded;
+  }
+  std::string dir_;
+  Result<std::unique_ptr<CausalLM>> model = internal_error("not loaded");
+};
+
+TEST_P(CudaGoldenTest, LogitsAndArgmaxMatchTheGoldens) {
+  ASSERT_TRUE(model.ok());
+  auto reference = load("cpu", ComputeDType::kF32);
+  ASSERT_TRUE(reference.ok());
+  testing::Golden golden(GetParam());
+  const int64_t V = (*model)->info().vocab_size;
+  int64_t compared = 0;
+  for (const std::string& p : golden.prompts()) {
+    SCOPED_TRACE(p);
+    const std::vector<int32_t> ids = golden.ints(p + ".ids");
+    const int64_t n = static_cast<int64_t>(ids.size());
+    auto run = [&](CausalLM& m) {
+      KvCache cache = m.new_cache();
+      ForwardRequest request;
+      request.tokens = ids;
+      request.logits_from = 0;
+      std::vector<float> logits;
+      const Status status = m.forward(request, cache, &logits);
+      EXPECT_TRUE(status.ok()) << status.to_string();
+      return logits;
+    };
+    const std::vector<float> logits = run(**model), ref_logits = run(**reference);
+    ASSERT_EQ(static_cast<int64_t>(logits.size()), n * V);
+    const std::vector<float> head = golden.floats(p + ".logits_head");
+    const std::vector<float> tail = golden.floats(p + ".logits_tail");
+    EXPECT_LE(testing::relative_l2(logits.data(), head.data(), head.size()), 2e-2) << "logits_head";
+    EXPECT_LE(testing::relative_l2(logits.data() + (n * V - static_cast<int64_t>(tail.size())), tail.data(), tail.size()), 2e-2)
+        << "logits_tail";
+    const std::vector<int32_t> argmax_want = golden.ints(p + ".argmax");
+    for (int64_t t = 0; t < n; ++t) {
+      if (testing::top2_margin(ref_logits.data() + t * V, V) < 0.5f) continue;
+      ++compared;
+      EXPECT_EQ(argmax(logits.data() + t * V, V), argmax_want[static_cast<size_t>(t)]) << "position " << t;
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
+// The batched engine on top of the GPU model, unchanged: every golden prompt at once (decode
+// steps replay captured graphs, greedy ids come back instead of logits) and each alone. The
+// greedy continuation must follow the golden one until a step whose reference margin is below
+// what bf16 can resolve (0.5, the argmax rule above).
+TEST_P(CudaGoldenTest, EngineGreedyContinuationsFollowTheGoldens) {
+  ASSERT_TRUE(model.ok());
+  testing::Golden golden(GetParam());
+  std::vector<Request> requests;
+  for (const std::string& p : golden.prompts()) {
+    Request r;
+    r.prompt = golden.ints(p + ".ids");
+    r.max_tokens = 24;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0.0f;
+    requests.push_back(r);
+  }
+  auto run = [&](const std::vector<Request>& batch) {
+    EngineConfig config;
+    config.kv_budget_bytes = (*model)->kv_layout().bytes_per_token() * 16 * 512;
+    auto engine = Engine::create(model->get(), config);
+    EXPECT_TRUE(engine.ok());
+    std::map<int64_t, size_t> index;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      auto id = (*engine)->add_request(batch[i]);
+      EXPECT_TRUE(id.ok());
+      index[id.value()] = i;
+    }
+    std::vector<std::vector<int32_t>> tokens(batch.size());
+    for (int guard = 0; (*engine)->has_work() && guard < 10000; ++guard)
+      for (const TokenOutput& out : (*engine)->step())
+        if (out.token >= 0) tokens[index[out.request_id]].push_back(out.token);
+    return tokens;
+  };
+  int64_t followed = 0;
+  auto check = [&](const std::vector<int32_t>& got, size_t prompt) {
+    const std::string p = golden.prompts()[prompt];
+    const std::vector<int32_t> want = golden.ints(p + ".greedy");
+    const std::vector<float> margins = golden.floats(p + ".greedy_margin");
+    ASSERT_EQ(got.size(), 24u);
+    for (size_t k = 0; k < want.size() && k < got.size(); ++k) {
+      if (got[k] != want[k]) {
+        EXPECT_LT(margins[k], 0.5f) << p << " step " << k << ": diverged where the reference was sure";
+        return;
+      }
+      ++followed;
+    }
+  };
+  const auto together = run(requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    check(together[i], i);
+    check(run({requests[i]})[0], i);
+  }
+  EXPECT_GT(followed, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dense, CudaGoldenTest, ::testing::Values("random-qwen2", "random-llama3", "tiny-qwen2"));
+
+}  // namespace
+}  // namespace seekserve::cuda
