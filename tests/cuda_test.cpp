@@ -164,6 +164,28 @@ TEST_F(CudaTest, RmsNormSiluAndEmbeddingMatchTheReference) {
     for (int64_t c = 0; c < dim; ++c) ASSERT_EQ(got[t * dim + static_cast<size_t>(c)], bf16_value(table[static_cast<size_t>(ids[t] * dim + c)]));
 }
 
+// Greedy ids on the device agree with the CPU argmax, ties included (lowest id wins), NaN skipped.
+TEST_F(CudaTest, ArgmaxRowsMatchesTheHostArgmax) {
+  for (int64_t vocab : {1, 7, 1000, 151936}) {
+    const int64_t rows = 5;
+    std::vector<float> logits = random(static_cast<size_t>(rows * vocab));
+    if (vocab > 100) {
+      logits[static_cast<size_t>(1 * vocab + 90)] = 50.0f;  // a tie between ids 90 and 17
+      logits[static_cast<size_t>(1 * vocab + 17)] = 50.0f;
+      logits[static_cast<size_t>(2 * vocab + 3)] = std::nanf("");
+      logits[static_cast<size_t>(3 * vocab + vocab - 1)] = 80.0f;  // the very last id
+      for (int64_t i = 0; i < vocab; ++i) logits[static_cast<size_t>(4 * vocab + i)] = -3.0f;  // all equal: id 0
+    }
+    auto d_logits = upload(logits);
+    DeviceBuffer<uint64_t> d_keys;
+    ASSERT_TRUE(d_keys.reserve(static_cast<size_t>(rows)).ok());
+    argmax_rows(d_logits.data(), rows, vocab, d_keys.data(), nullptr);
+    const std::vector<uint64_t> keys = download(d_keys, static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      EXPECT_EQ(argmax_key_index(keys[static_cast<size_t>(r)]), argmax(logits.data() + r * vocab, vocab)) << "vocab " << vocab << " row " << r;
+  }
+}
+
 // Rotary embedding, the bf16 cache write and paged attention together, against the reference
 // rope and gqa_attention over the same (bf16-rounded) keys and values in a shuffled block table.
 TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
@@ -264,6 +286,45 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     got.clear();
     for (bf16 v : download(d_out, want.size())) got.push_back(bf16_value(v));
     EXPECT_LE(rel_error(got, want), 2e-2) << "prefill attention";
+
+    // A decode step after them: position `context`, rotated and cached inside the attention
+    // kernel (fused RoPE), against the reference doing the same in three steps.
+    std::vector<float> next = random(static_cast<size_t>(width));
+    std::vector<float> next_cos(static_cast<size_t>(D / 2)), next_sin(next_cos.size());
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const float angle = static_cast<float>(context) * std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(D));
+      next_cos[static_cast<size_t>(i)] = std::cos(angle);
+      next_sin[static_cast<size_t>(i)] = std::sin(angle);
+    }
+    const int32_t next_pos = static_cast<int32_t>(context), next_slot = static_cast<int32_t>(kv_slot(table.data(), block, context));
+    auto d_next = upload(next);
+    auto d_next_cos = upload(next_cos);
+    auto d_next_sin = upload(next_sin);
+    auto d_next_pos = upload(std::vector<int32_t>{next_pos});
+    auto d_next_slot = upload(std::vector<int32_t>{next_slot});
+    AttentionParams dp = p;
+    dp.q = d_next.data();
+    dp.positions = d_next_pos.data();
+    dp.n_tokens = 1;
+    dp.rope_cos = d_next_cos.data();
+    dp.rope_sin = d_next_sin.data();
+    dp.slots = d_next_slot.data();
+    attention(dp, nullptr);
+    reference.rope(next.data(), 1, n_heads + n_kv, width, D, D, next_cos.data(), next_sin.data(), RopePairing::kHalfSplit);
+    for (int64_t i = 0; i < kv_width; ++i) {
+      k_cache[static_cast<size_t>(next_slot * kv_width + i)] = round_to_bf16(next[static_cast<size_t>(n_heads * D + i)]);
+      v_cache[static_cast<size_t>(next_slot * kv_width + i)] = round_to_bf16(next[static_cast<size_t>((n_heads + n_kv) * D + i)]);
+    }
+    std::vector<float> want_next(static_cast<size_t>(n_heads * D));
+    GqaAttentionArgs ref_next{next.data(), width, k_cache.data(), v_cache.data(), table.data(), block, &next_pos, 1,
+                              n_heads, n_kv, D, 1.0f / std::sqrt(static_cast<float>(D)), want_next.data()};
+    reference.gqa_attention(ref_next);
+    got.clear();
+    for (bf16 v : download(d_out, want_next.size())) got.push_back(bf16_value(v));
+    EXPECT_LE(rel_error(got, want_next), 8e-3) << "decode attention with fused RoPE";
+    std::vector<float> cached_v;
+    for (bf16 v : download(d_v, v_cache.size())) cached_v.push_back(bf16_value(v));
+    EXPECT_EQ(cached_v, v_cache) << "value cached by the fused kernel";
   }
 }
 

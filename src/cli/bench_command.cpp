@@ -198,6 +198,11 @@ int run_bench(const BenchFlags& f) {
   out["decode_tokens_per_s"] = decode_tps;
   out["decode_total_tokens_per_s"] = decode_tps * static_cast<double>(f.batch);
   out["decode_step_ms_median"] = step_median * 1e3;
+  // Offline throughput as a batch job sees it: every output token over prefill plus all steps
+  // (the first output token comes from the prefill's logits).
+  double total_s = prefill_s;
+  for (double s : step_s) total_s += s;
+  out["end_to_end_output_tokens_per_s"] = static_cast<double>(f.batch * (f.gen_tokens + 1)) / total_s;
   out["decode_bytes_per_token"] = step_bytes / static_cast<double>(f.batch);
   out["decode_bytes_per_step"] = step_bytes;
   out["measured_bandwidth_GBps"] = bandwidth;

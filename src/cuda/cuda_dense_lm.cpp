@@ -148,8 +148,8 @@ class CudaDenseLM final : public CausalLM {
   int64_t act_tokens_ = 0, act_logits_ = 0;
   DeviceBuffer<float> hidden_, qkv_, gate_up_, logits_, observed_;
   DeviceBuffer<bf16> normed_, attn_out_, act_, logit_normed_;
-  DeviceBuffer<int32_t> argmax_;
-  int32_t* host_argmax_ = nullptr;
+  DeviceBuffer<uint64_t> argmax_;  // argmax keys (kernels.h)
+  uint64_t* host_argmax_ = nullptr;
 
   // Captured decode graphs by step shape; any buffer reallocation invalidates them all.
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool>, cudaGraphExec_t> graphs_;
@@ -241,7 +241,7 @@ Status CudaDenseLM::ensure_activations(int64_t n, int64_t n_logits) {
     SS_RETURN_IF_ERROR(logits_.reserve(static_cast<size_t>(n_logits * c.vocab_size)));
     SS_RETURN_IF_ERROR(argmax_.reserve(static_cast<size_t>(n_logits)));
     if (host_argmax_) SS_CUDA_CHECK(cudaFreeHost(host_argmax_));
-    SS_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_argmax_), static_cast<size_t>(n_logits) * 4));
+    SS_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_argmax_), static_cast<size_t>(n_logits) * 8));
     act_logits_ = n_logits;
     drop_graphs();
   }
@@ -350,9 +350,10 @@ Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::
   if (shape.n_logits == 0) {
     SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
   } else if (shape.argmax) {
-    SS_CUDA_CHECK(cudaMemcpyAsync(host_argmax_, argmax_.data(), static_cast<size_t>(shape.n_logits) * 4, cudaMemcpyDeviceToHost, stream_));
+    SS_CUDA_CHECK(cudaMemcpyAsync(host_argmax_, argmax_.data(), static_cast<size_t>(shape.n_logits) * 8, cudaMemcpyDeviceToHost, stream_));
     SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    batch.greedy_tokens->assign(host_argmax_, host_argmax_ + shape.n_logits);
+    batch.greedy_tokens->resize(static_cast<size_t>(shape.n_logits));
+    for (int64_t r = 0; r < shape.n_logits; ++r) (*batch.greedy_tokens)[static_cast<size_t>(r)] = argmax_key_index(host_argmax_[r]);
   } else {
     const size_t count = static_cast<size_t>(shape.n_logits * config_.vocab_size);
     if (count > host_logits_floats_) {
@@ -387,7 +388,9 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     bf16* v_cache = v_cache_[static_cast<size_t>(i)].data();
     rms_norm(hidden, nullptr, layer.input_norm.data(), n, H, c.rms_norm_eps, normed_.data(), stream_);
     linear(layer.qkv, normed_.data(), n, layer.qkv_bias.size() ? layer.qkv_bias.data() : nullptr, false, qkv_.data());
-    rope_and_cache(qkv_.data(), n, a.n_heads, a.n_kv_heads, D, d_cos, d_sin, interleaved, dev(L.slots), k_cache, v_cache, stream_);
+    // Decode steps rotate and cache inside the attention kernel; prefill does it for all rows first.
+    const bool fused_rope = shape.n_tiles == 0 && shape.n == shape.n_seqs;
+    if (!fused_rope) rope_and_cache(qkv_.data(), n, a.n_heads, a.n_kv_heads, D, d_cos, d_sin, interleaved, dev(L.slots), k_cache, v_cache, stream_);
     AttentionParams p;
     p.q = qkv_.data();
     p.q_stride = qkv_width;
@@ -404,6 +407,12 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     p.block_size = shape.block_size;
     p.scale = 1.0f / std::sqrt(static_cast<float>(D));
     p.out = attn_out_.data();
+    if (fused_rope) {
+      p.rope_cos = d_cos;
+      p.rope_sin = d_sin;
+      p.rope_interleaved = interleaved;
+      p.slots = dev(L.slots);
+    }
     if (shape.n_tiles > 0) attention_prefill(p, dev(L.tiles), shape.n_tiles, stream_);
     else attention(p, stream_);
     linear(layer.o, attn_out_.data(), n, layer.o_bias.size() ? layer.o_bias.data() : nullptr, true, hidden);

@@ -14,18 +14,6 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024).
-__device__ float block_sum(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_sum(v);
-  __syncthreads();  // `partial` may still be read by a previous call
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.0f;
-  return warp_sum(v);
-}
-
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>
@@ -39,15 +27,42 @@ __global__ void embedding_kernel(const bf16* table, int64_t dim, const int32_t* 
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[t * dim + i] = __bfloat162float(row[i]);
 }
 
-template <typename OutT>
-__global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float* weight, int64_t dim, float eps, OutT* out) {
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024).
+__device__ float block_sum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.0f;
+  return warp_sum(v);
+}
+
+// One block of 512 threads per row, the row held in registers (kPerThread values a thread):
+// one round of loads, one reduction, one round of stores. A decode step's norm is a single row,
+// so its latency is what counts (a warp per row was 4x slower: too few loads in flight).
+constexpr int kNormThreads = 512;
+
+template <typename OutT, int kPerThread>
+__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, const int32_t* rows, const float* weight,
+                                                                int64_t dim, float eps, OutT* out) {
   const int64_t t = blockIdx.x;
   const float* xr = x + (rows ? rows[t] : t) * dim;
+  float v[kPerThread];
   float sum_sq = 0.0f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum_sq += xr[i] * xr[i];
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int64_t i = threadIdx.x + j * kNormThreads;
+    v[j] = i < dim ? xr[i] : 0.0f;
+    sum_sq += v[j] * v[j];
+  }
   sum_sq = block_sum(sum_sq);
   const float inv_rms = 1.0f / sqrtf(sum_sq / static_cast<float>(dim) + eps);
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[t * dim + i] = from_float<OutT>(weight[i] * (xr[i] * inv_rms));
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int64_t i = threadIdx.x + j * kNormThreads;
+    if (i < dim) out[t * dim + i] = from_float<OutT>(weight[i] * (v[j] * inv_rms));
+  }
 }
 
 // kWarpsPerRow warps per weight row (a block of 8 warps covers 8 / kWarpsPerRow rows); each lane
@@ -117,10 +132,10 @@ __global__ void __launch_bounds__(256) gemv_kernel(const bf16* __restrict__ w, i
 template <int kTokens>
 void launch_gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, const float* bias, bool accumulate, float* y,
                  int64_t y_stride, cudaStream_t stream) {
-  // Split rows over more warps while the grid is under ~2 waves of warps on an H100/H200 and
-  // each lane still gets a few chunks.
+  // Split rows over more warps while the grid stays under ~4 waves of warps on an H100/H200
+  // (132 SMs x 32 warps) and each lane still gets a chunk: small matrices are latency-bound.
   int warps_per_row = 1;
-  while (warps_per_row < 8 && M * warps_per_row * 2 <= 8448 && K / 8 >= 64 * warps_per_row * 2) warps_per_row *= 2;
+  while (warps_per_row < 8 && M * warps_per_row * 2 <= 16896 && K / 8 >= 32 * warps_per_row * 2) warps_per_row *= 2;
   switch (warps_per_row) {
 #define SS_GEMV_SPLIT(W)                                                                                        \
   case W:                                                                                                       \
@@ -180,6 +195,36 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
   const int64_t n_visible = static_cast<int64_t>(p.positions[t]) + 1;
   const int64_t kv_width = p.n_kv_heads * D;
 
+  // Fused RoPE (decode): rotate this KV head's G query heads into shared memory and its key into
+  // the cache, copy its value; the barrier makes the new row visible to every warp below.
+  __shared__ float s_q[G][D];
+  const float* q_src = p.q + t * p.q_stride + kvh * G * D;
+  if (p.rope_cos) {
+    constexpr int kHalf = D / 2;
+    const float* row = p.q + t * p.q_stride;
+    const float* c = p.rope_cos + t * kHalf;
+    const float* sn = p.rope_sin + t * kHalf;
+    const int64_t cache_row = static_cast<int64_t>(p.slots[t]) * kv_width + kvh * D;
+    for (int idx = threadIdx.x; idx < (G + 1) * kHalf; idx += blockDim.x) {
+      const int h = idx / kHalf, i = idx % kHalf;
+      const float* v = h < G ? row + (kvh * G + h) * D : row + (p.n_heads + kvh) * D;
+      const int ia = p.rope_interleaved ? 2 * i : i, ib = p.rope_interleaved ? 2 * i + 1 : i + kHalf;
+      const float a0 = v[ia], b0 = v[ib];
+      const float a = a0 * c[i] - b0 * sn[i], b = b0 * c[i] + a0 * sn[i];
+      if (h < G) {
+        s_q[h][ia] = a;
+        s_q[h][ib] = b;
+      } else {
+        p.k_pool[cache_row + ia] = __float2bfloat16_rn(a);
+        p.k_pool[cache_row + ib] = __float2bfloat16_rn(b);
+      }
+    }
+    const float* v_src = row + (p.n_heads + p.n_kv_heads + kvh) * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) p.v_pool[cache_row + i] = __float2bfloat16_rn(v_src[i]);
+    __syncthreads();
+    q_src = &s_q[0][0];
+  }
+
   float q[G][E], acc[G][E], m[G], l[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -187,18 +232,30 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
     l[g] = 0.0f;
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      q[g][e] = active ? p.q[t * p.q_stride + (kvh * G + g) * D + lane * E + e] * p.scale : 0.0f;
+      q[g][e] = active ? q_src[g * D + lane * E + e] * p.scale : 0.0f;
       acc[g][e] = 0.0f;
     }
   }
-  for (int64_t s = warp; s < n_visible; s += kAttentionWarps) {
+  // Software-pipelined: the next position's key and value are loaded before this one's math,
+  // so each warp keeps a table lookup and two row loads in flight behind its shuffles.
+  auto load_row = [&](int64_t s, float (&k)[E], float (&v)[E]) {
     const int64_t row = static_cast<int64_t>(table[s / p.block_size]) * p.block_size + s % p.block_size;
-    float k[E], v[E];
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       k[e] = active ? __bfloat162float(p.k_pool[row * kv_width + kvh * D + lane * E + e]) : 0.0f;
       v[e] = active ? __bfloat162float(p.v_pool[row * kv_width + kvh * D + lane * E + e]) : 0.0f;
     }
+  };
+  float k_next[E], v_next[E];
+  if (warp < n_visible) load_row(warp, k_next, v_next);
+  for (int64_t s = warp; s < n_visible; s += kAttentionWarps) {
+    float k[E], v[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      k[e] = k_next[e];
+      v[e] = v_next[e];
+    }
+    if (s + kAttentionWarps < n_visible) load_row(s + kAttentionWarps, k_next, v_next);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float dot = 0.0f;
@@ -433,35 +490,28 @@ __global__ void to_bf16_kernel(const float* x, int64_t n, bf16* out) {
   if (i < n) out[i] = __float2bfloat16_rn(x[i]);
 }
 
-// One block per row: each thread scans a strided slice, then a shared-memory tree keeps the
-// larger value (the lower index on ties).
-__global__ void argmax_kernel(const float* logits, int64_t vocab, int32_t* ids) {
-  __shared__ float best_v[1024];
-  __shared__ int32_t best_i[1024];
+// Argmax as a max over 64-bit keys: the float's bits made order-preserving in the high word,
+// the inverted index in the low word (so ties go to the lowest index). Blocks of 256 threads
+// scan slices of a row and fold their best into keys[row] with one atomicMax; NaN is skipped.
+__device__ __forceinline__ uint64_t argmax_key(float v, int64_t i) {
+  const uint32_t bits = __float_as_uint(v);
+  const uint32_t ordered = (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+  return (static_cast<uint64_t>(ordered) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
+}
+
+constexpr int kArgmaxSlices = 64;
+
+__global__ void __launch_bounds__(256) argmax_kernel(const float* logits, int64_t vocab, unsigned long long* keys) {
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
-  float v = -INFINITY;
-  int32_t idx = 0x7fffffff;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
-    if (row[i] > v || (idx == 0x7fffffff && !(row[i] < v))) {  // first finite-or-inf value seeds it
-      v = row[i];
-      idx = static_cast<int32_t>(i);
-    }
-  best_v[threadIdx.x] = v;
-  best_i[threadIdx.x] = idx;
-  __syncthreads();
-  for (unsigned half = blockDim.x / 2; half > 0; half >>= 1) {
-    if (threadIdx.x < half) {
-      const float ov = best_v[threadIdx.x + half];
-      const int32_t oi = best_i[threadIdx.x + half];
-      if (ov > best_v[threadIdx.x] || (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x]) ||
-          (best_i[threadIdx.x] == 0x7fffffff && oi != 0x7fffffff)) {
-        best_v[threadIdx.x] = ov;
-        best_i[threadIdx.x] = oi;
-      }
-    }
-    __syncthreads();
+  const int64_t per = (vocab + kArgmaxSlices - 1) / kArgmaxSlices;
+  const int64_t begin = blockIdx.y * per, end = min(vocab, begin + per);
+  unsigned long long best = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const float v = row[i];
+    if (v == v) best = max(best, static_cast<unsigned long long>(argmax_key(v, i)));
   }
-  if (threadIdx.x == 0) ids[blockIdx.x] = best_i[0] == 0x7fffffff ? 0 : best_i[0];
+  for (int offset = 16; offset > 0; offset >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, offset));
+  if (threadIdx.x % 32 == 0 && best != 0) atomicMax(keys + blockIdx.x, best);
 }
 
 }  // namespace
@@ -476,7 +526,14 @@ template <typename OutT>
 void rms_norm(const float* x, const int32_t* rows, const float* weight, int64_t n, int64_t dim, float eps, OutT* out,
               cudaStream_t stream) {
   if (n == 0) return;
-  rms_norm_kernel<OutT><<<static_cast<unsigned>(n), 512, 0, stream>>>(x, rows, weight, dim, eps, out);
+  const unsigned grid = static_cast<unsigned>(n);
+  const int64_t per_thread = (dim + kNormThreads - 1) / kNormThreads;
+  if (per_thread <= 1) rms_norm_kernel<OutT, 1><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
+  else if (per_thread <= 4) rms_norm_kernel<OutT, 4><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
+  else if (per_thread <= 8) rms_norm_kernel<OutT, 8><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
+  else if (per_thread <= 16) rms_norm_kernel<OutT, 16><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
+  else if (per_thread <= 32) rms_norm_kernel<OutT, 32><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
+  else fail("rms_norm: hidden sizes above 16384 are not built", cudaErrorInvalidValue, __FILE__, __LINE__);
   SS_CUDA_CHECK_LAUNCH();
 }
 template void rms_norm<float>(const float*, const int32_t*, const float*, int64_t, int64_t, float, float*, cudaStream_t);
@@ -556,9 +613,11 @@ void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_
   SS_CUDA_CHECK_LAUNCH();
 }
 
-void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, cudaStream_t stream) {
+void argmax_rows(const float* logits, int64_t rows, int64_t vocab, uint64_t* keys, cudaStream_t stream) {
   if (rows == 0) return;
-  argmax_kernel<<<static_cast<unsigned>(rows), 1024, 0, stream>>>(logits, vocab, ids);
+  SS_CUDA_CHECK(cudaMemsetAsync(keys, 0, static_cast<size_t>(rows) * 8, stream));
+  argmax_kernel<<<dim3(static_cast<unsigned>(rows), kArgmaxSlices), 256, 0, stream>>>(
+      logits, vocab, reinterpret_cast<unsigned long long*>(keys));
   SS_CUDA_CHECK_LAUNCH();
 }
 

@@ -44,8 +44,8 @@ void rope_and_cache(float* qkv, int64_t n, int64_t n_heads, int64_t n_kv_heads, 
 struct AttentionParams {
   const float* q = nullptr;
   int64_t q_stride = 0;
-  const bf16* k_pool = nullptr;  // rows [*, n_kv_heads * head_dim]
-  const bf16* v_pool = nullptr;
+  bf16* k_pool = nullptr;  // rows [*, n_kv_heads * head_dim]; written only with fused RoPE
+  bf16* v_pool = nullptr;
   const int32_t* block_tables = nullptr;
   int64_t table_stride = 0;
   const int32_t* token_seq = nullptr;
@@ -57,6 +57,13 @@ struct AttentionParams {
   int64_t block_size = 0;
   float scale = 1.0f;
   bf16* out = nullptr;
+  // Decode only (one token per sequence): when rope_cos is set, attention() also does what
+  // rope_and_cache does for its KV head's queries and key (q then points at the fused q|k|v
+  // rows), saving a launch per layer.
+  const float* rope_cos = nullptr;  // [n, D/2]
+  const float* rope_sin = nullptr;
+  bool rope_interleaved = false;
+  const int32_t* slots = nullptr;   // [n] pool row of each token's new key and value
 };
 // Head dims and GQA group sizes the attention kernel is built for.
 bool attention_supported(int64_t head_dim, int64_t group);
@@ -72,8 +79,12 @@ void attention_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n
 // out[t][i] = silu(gate_up[t][i]) * gate_up[t][I + i] as bf16; gate_up: [n, 2I].
 void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream);
 
-// ids[r] = argmax of logits row r (width vocab); ties to the lowest id, NaN never wins.
-void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* ids, cudaStream_t stream);
+// keys[r] encodes the argmax of logits row r (width vocab): ties to the lowest id, NaN never
+// wins; argmax_key_index(keys[r]) is the id (0 when the row is all NaN).
+void argmax_rows(const float* logits, int64_t rows, int64_t vocab, uint64_t* keys, cudaStream_t stream);
+inline int32_t argmax_key_index(uint64_t key) {
+  return key == 0 ? 0 : static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key & 0xffffffffu));
+}
 
 // float32 -> bf16, n elements (round to nearest even).
 void to_bf16(const float* x, int64_t n, bf16* out, cudaStream_t stream);
