@@ -325,6 +325,17 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     std::vector<float> cached_v;
     for (bf16 v : download(d_v, v_cache.size())) cached_v.push_back(bf16_value(v));
     EXPECT_EQ(cached_v, v_cache) << "value cached by the fused kernel";
+
+    // The same step with the positions cut into 5 slices (split-KV), merged afterwards.
+    DeviceBuffer<float> d_partial;
+    ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(attention_partial_floats(1, n_heads, 5, D))).ok());
+    dp.n_splits = 5;
+    dp.partial = d_partial.data();
+    SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (want.size() + 8) * 2));
+    attention(dp, nullptr);
+    got.clear();
+    for (bf16 v : download(d_out, want_next.size())) got.push_back(bf16_value(v));
+    EXPECT_LE(rel_error(got, want_next), 8e-3) << "split-KV decode attention";
   }
 }
 

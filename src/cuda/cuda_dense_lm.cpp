@@ -148,6 +148,7 @@ class CudaDenseLM final : public CausalLM {
   int64_t act_tokens_ = 0, act_logits_ = 0;
   DeviceBuffer<float> hidden_, qkv_, gate_up_, logits_, observed_;
   DeviceBuffer<bf16> normed_, attn_out_, act_, logit_normed_;
+  DeviceBuffer<float> partial_;     // split-KV attention slices (kernels.h)
   DeviceBuffer<uint64_t> argmax_;  // argmax keys (kernels.h)
   uint64_t* host_argmax_ = nullptr;
 
@@ -301,6 +302,15 @@ Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::
 
   SS_RETURN_IF_ERROR(ensure_kv_rows(pool.n_blocks() * pool.block_size()));
   SS_RETURN_IF_ERROR(ensure_activations(shape.n, shape.n_logits));
+  if (shape.n_tiles == 0) {  // split-KV scratch of the decode attention
+    const GqaConfig& a = config_.attention;
+    const int64_t splits = attention_splits(shape.n, a.n_kv_heads, shape.table_stride * shape.block_size);
+    const auto need = static_cast<size_t>(attention_partial_floats(shape.n, a.n_heads, splits, a.head_dim));
+    if (need > partial_.size()) {
+      SS_RETURN_IF_ERROR(partial_.reserve(need));
+      drop_graphs();
+    }
+  }
 
   // Stage every input in pinned memory and send it up in one copy.
   const int64_t half = config_.attention.head_dim / 2;
@@ -407,6 +417,10 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     p.block_size = shape.block_size;
     p.scale = 1.0f / std::sqrt(static_cast<float>(D));
     p.out = attn_out_.data();
+    if (shape.n_tiles == 0) {
+      p.n_splits = attention_splits(n, a.n_kv_heads, shape.table_stride * shape.block_size);
+      p.partial = partial_.data();
+    }
     if (fused_rope) {
       p.rope_cos = d_cos;
       p.rope_sin = d_sin;

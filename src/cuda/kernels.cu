@@ -246,16 +246,19 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
       v[e] = active ? __bfloat162float(p.v_pool[row * kv_width + kvh * D + lane * E + e]) : 0.0f;
     }
   };
+  // Split-KV (flash decoding): block z of p.n_splits takes an equal slice of the positions.
+  const int64_t span = (n_visible + p.n_splits - 1) / p.n_splits;
+  const int64_t begin = blockIdx.z * span, end = min(n_visible, begin + span);
   float k_next[E], v_next[E];
-  if (warp < n_visible) load_row(warp, k_next, v_next);
-  for (int64_t s = warp; s < n_visible; s += kAttentionWarps) {
+  if (begin + warp < end) load_row(begin + warp, k_next, v_next);
+  for (int64_t s = begin + warp; s < end; s += kAttentionWarps) {
     float k[E], v[E];
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       k[e] = k_next[e];
       v[e] = v_next[e];
     }
-    if (s + kAttentionWarps < n_visible) load_row(s + kAttentionWarps, k_next, v_next);
+    if (s + kAttentionWarps < end) load_row(s + kAttentionWarps, k_next, v_next);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float dot = 0.0f;
@@ -293,13 +296,43 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
       l_all += s_l[w][g] * f;
       a_all += s_acc[w][g][d] * f;
     }
-    p.out[t * p.n_heads * D + (kvh * G + g) * D + d] = __float2bfloat16_rn(a_all / l_all);
+    const int64_t h = kvh * G + g;
+    if (p.n_splits == 1) {
+      p.out[t * p.n_heads * D + h * D + d] = __float2bfloat16_rn(a_all / l_all);
+    } else {  // this slice's (max, sum, unnormalized output), merged by attention_combine_kernel
+      float* part = p.partial + ((t * p.n_heads + h) * p.n_splits + blockIdx.z) * (D + 2);
+      if (d == 0) {
+        part[0] = m_all;
+        part[1] = l_all;
+      }
+      part[2 + d] = a_all;
+    }
+  }
+}
+
+// Merges the split-KV slices of one (token, head): rescale each slice to the common max.
+__global__ void attention_combine_kernel(const float* partial, int64_t n_heads, int64_t n_splits, int D, bf16* out) {
+  const int64_t t = blockIdx.x, h = blockIdx.y;
+  const float* part = partial + (t * n_heads + h) * n_splits * (D + 2);
+  float m_all = -FLT_MAX;
+  for (int64_t s = 0; s < n_splits; ++s)
+    if (part[s * (D + 2) + 1] > 0.0f) m_all = fmaxf(m_all, part[s * (D + 2)]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float l_all = 0.0f, a_all = 0.0f;
+    for (int64_t s = 0; s < n_splits; ++s) {
+      const float* slice = part + s * (D + 2);
+      if (slice[1] == 0.0f) continue;  // an empty slice
+      const float f = __expf(slice[0] - m_all);
+      l_all += slice[1] * f;
+      a_all += slice[2 + d] * f;
+    }
+    out[t * n_heads * D + h * D + d] = __float2bfloat16_rn(a_all / l_all);
   }
 }
 
 template <int D>
 bool launch_attention_d(const AttentionParams& p, int64_t group, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_kv_heads));
+  const dim3 grid(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_kv_heads), static_cast<unsigned>(p.n_splits));
   switch (group) {
 #define SS_ATTENTION_CASE(G) \
   case G: attention_kernel<D, G><<<grid, kAttentionWarps * 32, 0, stream>>>(p); return true;
@@ -590,6 +623,11 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
   }
   if (!launched) fail("attention: unsupported head_dim or group (check attention_supported first)", cudaErrorInvalidValue, __FILE__, __LINE__);
   SS_CUDA_CHECK_LAUNCH();
+  if (p.n_splits > 1) {
+    attention_combine_kernel<<<dim3(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_heads)), 128, 0, stream>>>(
+        p.partial, p.n_heads, p.n_splits, static_cast<int>(p.head_dim), p.out);
+    SS_CUDA_CHECK_LAUNCH();
+  }
 }
 
 bool attention_prefill_supported(int64_t head_dim) { return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128; }

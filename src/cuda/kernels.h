@@ -64,7 +64,24 @@ struct AttentionParams {
   const float* rope_sin = nullptr;
   bool rope_interleaved = false;
   const int32_t* slots = nullptr;   // [n] pool row of each token's new key and value
+  // Split-KV for long contexts (decode kernel only): each token's positions are cut into
+  // n_splits slices processed by separate blocks, then merged. partial: scratch of
+  // attention_partial_floats(...) floats.
+  int64_t n_splits = 1;
+  float* partial = nullptr;
 };
+
+// Slices that keep the GPU busy for n decode tokens over at most max_positions positions: about
+// two blocks per SM, slices of at least 128 positions, at most 1024 (token, slice) pairs.
+inline int64_t attention_splits(int64_t n_tokens, int64_t n_kv_heads, int64_t max_positions) {
+  int64_t splits = (264 + n_tokens * n_kv_heads - 1) / (n_tokens * n_kv_heads);
+  if (splits > max_positions / 128) splits = max_positions / 128;
+  if (splits > 1024 / n_tokens) splits = 1024 / n_tokens;
+  return splits < 1 ? 1 : splits;
+}
+inline int64_t attention_partial_floats(int64_t n_tokens, int64_t n_heads, int64_t n_splits, int64_t head_dim) {
+  return n_tokens * n_heads * n_splits * (head_dim + 2);
+}
 // Head dims and GQA group sizes the attention kernel is built for.
 bool attention_supported(int64_t head_dim, int64_t group);
 void attention(const AttentionParams& p, cudaStream_t stream);
