@@ -23,25 +23,42 @@ T* scratch(std::vector<T>& buffer, size_t n) {
 
 // Copies rows [r0, r0 + 32) of w (row_bytes each, M rows) into panel[unit][32] as 4-byte
 // units, XORed with `flip`; units past a row's end and rows past M are zero before the XOR.
-void pack_panel(const uint8_t* w, int64_t M, int64_t row_bytes, int64_t r0, int64_t units, uint32_t flip, uint32_t* panel) {
+// Sixteen full rows at a time go through gathers (unit j of 16 rows, one 64-byte store): the
+// scalar copy cost as much as the products for a 32-token batch.
+__attribute__((target("avx512f"))) void pack_panel(const uint8_t* w, int64_t M, int64_t row_bytes, int64_t r0, int64_t units,
+                                                   uint32_t flip, uint32_t* panel) {
   const int64_t full_units = row_bytes / 4;
-  for (int lane = 0; lane < kPanelRows; ++lane) {
-    const int64_t r = r0 + lane;
-    if (r >= M) {
-      for (int64_t j = 0; j < units; ++j) panel[j * kPanelRows + lane] = flip;
-      continue;
+  const __m512i flip_v = _mm512_set1_epi32(static_cast<int>(flip));
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(static_cast<int>(row_bytes)));
+  for (int half = 0; half < 2; ++half) {
+    const int64_t first = r0 + half * 16;
+    const bool gather = first + 16 <= M && 16 * row_bytes < (int64_t{1} << 31);
+    for (int lane = half * 16; lane < half * 16 + 16; ++lane) {
+      const int64_t r = r0 + lane;
+      if (r >= M) {
+        for (int64_t j = 0; j < units; ++j) panel[j * kPanelRows + lane] = flip;
+        continue;
+      }
+      const uint8_t* row = w + r * row_bytes;
+      if (!gather)
+        for (int64_t j = 0; j < full_units; ++j) {
+          uint32_t u;
+          std::memcpy(&u, row + 4 * j, 4);
+          panel[j * kPanelRows + lane] = u ^ flip;
+        }
+      for (int64_t j = full_units; j < units; ++j) {
+        uint32_t u = 0;
+        const int64_t begin = 4 * j;
+        if (begin < row_bytes) std::memcpy(&u, row + begin, static_cast<size_t>(row_bytes - begin));
+        panel[j * kPanelRows + lane] = u ^ flip;
+      }
     }
-    const uint8_t* row = w + r * row_bytes;
-    for (int64_t j = 0; j < full_units; ++j) {
-      uint32_t u;
-      std::memcpy(&u, row + 4 * j, 4);
-      panel[j * kPanelRows + lane] = u ^ flip;
-    }
-    for (int64_t j = full_units; j < units; ++j) {
-      uint32_t u = 0;
-      const int64_t begin = 4 * j;
-      if (begin < row_bytes) std::memcpy(&u, row + begin, static_cast<size_t>(row_bytes - begin));
-      panel[j * kPanelRows + lane] = u ^ flip;
+    if (gather) {
+      const uint8_t* base = w + first * row_bytes;
+      for (int64_t j = 0; j < full_units; ++j)
+        _mm512_storeu_si512(panel + j * kPanelRows + half * 16,
+                            _mm512_xor_si512(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0xffff, offsets, base + 4 * j, 1), flip_v));
     }
   }
 }
