@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Per-kernel device time of decode steps (Nsight Compute, clocks left alone): where a batch-1
 # decode step of a dense model spends its time. Binaries from scripts/gpu_build.sh.
-#   bash scripts/gpu_profile.sh [BIN_DIR=.devbin] [CONFIG=configs/r1-distill-qwen-1.5b.json]
+#   bash scripts/gpu_profile.sh [BIN_DIR=.devbin] [CONFIG=configs/r1-distill-qwen-1.5b.json] [BATCH=1]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
 config=${2:-configs/r1-distill-qwen-1.5b.json}
+batch=${3:-1}
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # Skip the warm-up, prefill and first decode steps' launches; profile about two decode steps.
 ncu --clock-control none --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip 1500 --launch-count 600 --csv \
-  "$bin/seekserve" bench --device cuda --dummy-weights --model "$config" --prompt-tokens 16 --gen-tokens 12 --json \
+  "$bin/seekserve" bench --device cuda --dummy-weights --model "$config" --prompt-tokens 16 --gen-tokens 12 --batch "$batch" --json \
   > "$out/ncu.csv" 2> "$out/ncu.err"
 python3 - "$out/ncu.csv" <<'PY'
 import csv, sys, collections
@@ -22,13 +23,13 @@ head = rows[0]; rows = [r for r in rows[1:] if len(r) == len(head)]
 ki, mi, vi = head.index("Kernel Name"), head.index("Metric Name"), head.index("Metric Value")
 t = collections.defaultdict(float); b = collections.defaultdict(float); c = collections.Counter()
 for r in rows:
-    name = r[ki].split("(")[0].split("<")[0][-40:]
+    name = (r[ki].split("(")[0][-40:] + " " + r[head.index("Grid Size")])[-58:]
     v = float(r[vi].replace(",", ""))
     if r[mi] == "gpu__time_duration.sum": t[name] += v; c[name] += 1
     else: b[name] += v
 total = sum(t.values())
-print(f"{'kernel':42s} {'calls':>6s} {'us/call':>8s} {'share':>6s} {'GB/s':>7s}")
+print(f"{'kernel, grid':58s} {'calls':>6s} {'us/call':>8s} {'share':>6s} {'GB/s':>7s}")
 for k in sorted(t, key=t.get, reverse=True):
-    print(f"{k:42s} {c[k]:6d} {t[k]/c[k]/1e3:8.2f} {100*t[k]/total:5.1f}% {b[k]/t[k]:7.0f}")
+    print(f"{k:58s} {c[k]:6d} {t[k]/c[k]/1e3:8.2f} {100*t[k]/total:5.1f}% {b[k]/t[k]:7.0f}")
 print(f"total kernel time {total/1e6:.3f} ms over {sum(c.values())} launches")
 PY

@@ -7,6 +7,30 @@ namespace seekserve::cuda {
 
 namespace {
 
+// Every kernel is launched with programmatic stream serialization (Hopper's programmatic
+// dependent launch): it may be scheduled while the kernel before it drains, and waits in
+// dependency_wait() — its first statement — until that kernel has finished and its writes are
+// visible. A decode step is ~200 small kernels; this hides most of the gap between them.
+__device__ __forceinline__ void dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <typename... KernelArgs, typename... Args>
+void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  SS_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<KernelArgs>(args)...));
+}
+
 unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -22,6 +46,7 @@ template <>
 __device__ __forceinline__ bf16 from_float<bf16>(float v) { return __float2bfloat16_rn(v); }
 
 __global__ void embedding_kernel(const bf16* table, int64_t dim, const int32_t* ids, float* out) {
+  dependency_wait();
   const int64_t t = blockIdx.x;
   const bf16* row = table + static_cast<int64_t>(ids[t]) * dim;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[t * dim + i] = __bfloat162float(row[i]);
@@ -46,6 +71,7 @@ constexpr int kNormThreads = 512;
 template <typename OutT, int kPerThread>
 __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, const int32_t* rows, const float* weight,
                                                                 int64_t dim, float eps, OutT* out) {
+  dependency_wait();
   const int64_t t = blockIdx.x;
   const float* xr = x + (rows ? rows[t] : t) * dim;
   float v[kPerThread];
@@ -72,6 +98,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
 template <int kTokens, int kWarpsPerRow>
 __global__ void __launch_bounds__(256) gemv_kernel(const bf16* __restrict__ w, int64_t M, int64_t K, const bf16* __restrict__ x,
                                                    const float* __restrict__ bias, bool accumulate, float* y, int64_t y_stride) {
+  dependency_wait();
   constexpr int kRowsPerBlock = 8 / kWarpsPerRow;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int part = warp % kWarpsPerRow;  // which slice of the row's chunks this warp takes
@@ -139,7 +166,7 @@ void launch_gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, const float
   switch (warps_per_row) {
 #define SS_GEMV_SPLIT(W)                                                                                        \
   case W:                                                                                                       \
-    gemv_kernel<kTokens, W><<<blocks_for(M, 8 / W), 256, 0, stream>>>(w, M, K, x, bias, accumulate, y, y_stride); \
+    launch(gemv_kernel<kTokens, W>, blocks_for(M, 8 / W), 256, stream, w, M, K, x, bias, accumulate, y, y_stride); \
     break;
     SS_GEMV_SPLIT(1)
     SS_GEMV_SPLIT(2)
@@ -150,12 +177,14 @@ void launch_gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, const float
 }
 
 __global__ void add_bias_kernel(const float* bias, int64_t n, int64_t M, float* y) {
+  dependency_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n * M) y[i] += bias[i % M];
 }
 
 __global__ void rope_and_cache_kernel(float* qkv, int64_t n_heads, int64_t n_kv, int64_t D, const float* cos, const float* sin,
                                       bool interleaved, const int32_t* slots, bf16* k_pool, bf16* v_pool) {
+  dependency_wait();
   const int64_t t = blockIdx.x, half = D / 2, width = (n_heads + 2 * n_kv) * D;
   float* row = qkv + t * width;
   const float* c = cos + t * half;
@@ -187,6 +216,7 @@ constexpr int kAttentionWarps = 8;
 // holds E = D / 32 (at least 1) dims of each head, so each key/value row is one coalesced read.
 template <int D, int G>
 __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(AttentionParams p) {
+  dependency_wait();
   constexpr int E = D >= 32 ? D / 32 : 1;
   const int64_t t = blockIdx.x, kvh = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -312,6 +342,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
 
 // Merges the split-KV slices of one (token, head): rescale each slice to the common max.
 __global__ void attention_combine_kernel(const float* partial, int64_t n_heads, int64_t n_splits, int D, bf16* out) {
+  dependency_wait();
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const float* part = partial + (t * n_heads + h) * n_splits * (D + 2);
   float m_all = -FLT_MAX;
@@ -335,7 +366,7 @@ bool launch_attention_d(const AttentionParams& p, int64_t group, cudaStream_t st
   const dim3 grid(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_kv_heads), static_cast<unsigned>(p.n_splits));
   switch (group) {
 #define SS_ATTENTION_CASE(G) \
-  case G: attention_kernel<D, G><<<grid, kAttentionWarps * 32, 0, stream>>>(p); return true;
+  case G: launch(attention_kernel<D, G>, grid, kAttentionWarps * 32, stream, p); return true;
     SS_ATTENTION_CASE(1)
     SS_ATTENTION_CASE(2)
     SS_ATTENTION_CASE(3)
@@ -377,6 +408,7 @@ __device__ __forceinline__ uint32_t pack_bf16(bf16 lo, bf16 hi) {
 
 template <int D>
 __global__ void __launch_bounds__(128) flash_prefill_kernel(AttentionParams p, const int32_t* tiles) {
+  dependency_wait();
   constexpr int kSteps = D / 16;   // k-steps of Q K^T
   constexpr int kDimBlocks = D / 8;  // n-blocks of P V
   constexpr int kPad = 8;          // row padding (16 bytes) against bank conflicts
@@ -511,6 +543,7 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(AttentionParams p, c
 }
 
 __global__ void silu_mul_kernel(const float* gate_up, int64_t n, int64_t I, bf16* out) {
+  dependency_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n * I) return;
   const int64_t t = i / I, j = i % I;
@@ -519,6 +552,7 @@ __global__ void silu_mul_kernel(const float* gate_up, int64_t n, int64_t I, bf16
 }
 
 __global__ void to_bf16_kernel(const float* x, int64_t n, bf16* out) {
+  dependency_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = __float2bfloat16_rn(x[i]);
 }
@@ -535,6 +569,7 @@ __device__ __forceinline__ uint64_t argmax_key(float v, int64_t i) {
 constexpr int kArgmaxSlices = 64;
 
 __global__ void __launch_bounds__(256) argmax_kernel(const float* logits, int64_t vocab, unsigned long long* keys) {
+  dependency_wait();
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   const int64_t per = (vocab + kArgmaxSlices - 1) / kArgmaxSlices;
   const int64_t begin = blockIdx.y * per, end = min(vocab, begin + per);
@@ -551,7 +586,7 @@ __global__ void __launch_bounds__(256) argmax_kernel(const float* logits, int64_
 
 void embedding(const bf16* table, int64_t dim, const int32_t* ids, int64_t n, float* out, cudaStream_t stream) {
   if (n == 0) return;
-  embedding_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(table, dim, ids, out);
+  launch(embedding_kernel, static_cast<unsigned>(n), 256, stream, table, dim, ids, out);
   SS_CUDA_CHECK_LAUNCH();
 }
 
@@ -561,11 +596,11 @@ void rms_norm(const float* x, const int32_t* rows, const float* weight, int64_t 
   if (n == 0) return;
   const unsigned grid = static_cast<unsigned>(n);
   const int64_t per_thread = (dim + kNormThreads - 1) / kNormThreads;
-  if (per_thread <= 1) rms_norm_kernel<OutT, 1><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
-  else if (per_thread <= 4) rms_norm_kernel<OutT, 4><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
-  else if (per_thread <= 8) rms_norm_kernel<OutT, 8><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
-  else if (per_thread <= 16) rms_norm_kernel<OutT, 16><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
-  else if (per_thread <= 32) rms_norm_kernel<OutT, 32><<<grid, kNormThreads, 0, stream>>>(x, rows, weight, dim, eps, out);
+  if (per_thread <= 1) launch(rms_norm_kernel<OutT, 1>, grid, kNormThreads, stream, x, rows, weight, dim, eps, out);
+  else if (per_thread <= 4) launch(rms_norm_kernel<OutT, 4>, grid, kNormThreads, stream, x, rows, weight, dim, eps, out);
+  else if (per_thread <= 8) launch(rms_norm_kernel<OutT, 8>, grid, kNormThreads, stream, x, rows, weight, dim, eps, out);
+  else if (per_thread <= 16) launch(rms_norm_kernel<OutT, 16>, grid, kNormThreads, stream, x, rows, weight, dim, eps, out);
+  else if (per_thread <= 32) launch(rms_norm_kernel<OutT, 32>, grid, kNormThreads, stream, x, rows, weight, dim, eps, out);
   else fail("rms_norm: hidden sizes above 16384 are not built", cudaErrorInvalidValue, __FILE__, __LINE__);
   SS_CUDA_CHECK_LAUNCH();
 }
@@ -594,14 +629,14 @@ void gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, const f
 
 void add_bias(const float* bias, int64_t n, int64_t M, float* y, cudaStream_t stream) {
   if (n * M == 0) return;
-  add_bias_kernel<<<blocks_for(n * M, 256), 256, 0, stream>>>(bias, n, M, y);
+  launch(add_bias_kernel, blocks_for(n * M, 256), 256, stream, bias, n, M, y);
   SS_CUDA_CHECK_LAUNCH();
 }
 
 void rope_and_cache(float* qkv, int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, const float* cos,
                     const float* sin, bool interleaved, const int32_t* slots, bf16* k_pool, bf16* v_pool, cudaStream_t stream) {
   if (n == 0) return;
-  rope_and_cache_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(qkv, n_heads, n_kv_heads, head_dim, cos, sin, interleaved,
+  launch(rope_and_cache_kernel, static_cast<unsigned>(n), 256, stream, qkv, n_heads, n_kv_heads, head_dim, cos, sin, interleaved,
                                                                       slots, k_pool, v_pool);
   SS_CUDA_CHECK_LAUNCH();
 }
@@ -624,7 +659,7 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
   if (!launched) fail("attention: unsupported head_dim or group (check attention_supported first)", cudaErrorInvalidValue, __FILE__, __LINE__);
   SS_CUDA_CHECK_LAUNCH();
   if (p.n_splits > 1) {
-    attention_combine_kernel<<<dim3(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_heads)), 128, 0, stream>>>(
+    launch(attention_combine_kernel, dim3(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_heads)), 128, stream, 
         p.partial, p.n_heads, p.n_splits, static_cast<int>(p.head_dim), p.out);
     SS_CUDA_CHECK_LAUNCH();
   }
@@ -636,10 +671,10 @@ void attention_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n
   if (n_tiles == 0) return;
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(p.n_heads));
   switch (p.head_dim) {
-    case 16: flash_prefill_kernel<16><<<grid, 128, 0, stream>>>(p, tiles); break;
-    case 32: flash_prefill_kernel<32><<<grid, 128, 0, stream>>>(p, tiles); break;
-    case 64: flash_prefill_kernel<64><<<grid, 128, 0, stream>>>(p, tiles); break;
-    case 128: flash_prefill_kernel<128><<<grid, 128, 0, stream>>>(p, tiles); break;
+    case 16: launch(flash_prefill_kernel<16>, grid, 128, stream, p, tiles); break;
+    case 32: launch(flash_prefill_kernel<32>, grid, 128, stream, p, tiles); break;
+    case 64: launch(flash_prefill_kernel<64>, grid, 128, stream, p, tiles); break;
+    case 128: launch(flash_prefill_kernel<128>, grid, 128, stream, p, tiles); break;
     default: fail("attention_prefill: unsupported head_dim", cudaErrorInvalidValue, __FILE__, __LINE__);
   }
   SS_CUDA_CHECK_LAUNCH();
@@ -647,21 +682,21 @@ void attention_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n
 
 void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream) {
   if (n * I == 0) return;
-  silu_mul_kernel<<<blocks_for(n * I, 256), 256, 0, stream>>>(gate_up, n, I, out);
+  launch(silu_mul_kernel, blocks_for(n * I, 256), 256, stream, gate_up, n, I, out);
   SS_CUDA_CHECK_LAUNCH();
 }
 
 void argmax_rows(const float* logits, int64_t rows, int64_t vocab, uint64_t* keys, cudaStream_t stream) {
   if (rows == 0) return;
   SS_CUDA_CHECK(cudaMemsetAsync(keys, 0, static_cast<size_t>(rows) * 8, stream));
-  argmax_kernel<<<dim3(static_cast<unsigned>(rows), kArgmaxSlices), 256, 0, stream>>>(
+  launch(argmax_kernel, dim3(static_cast<unsigned>(rows), kArgmaxSlices), 256, stream, 
       logits, vocab, reinterpret_cast<unsigned long long*>(keys));
   SS_CUDA_CHECK_LAUNCH();
 }
 
 void to_bf16(const float* x, int64_t n, bf16* out, cudaStream_t stream) {
   if (n == 0) return;
-  to_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, out);
+  launch(to_bf16_kernel, blocks_for(n, 256), 256, stream, x, n, out);
   SS_CUDA_CHECK_LAUNCH();
 }
 
