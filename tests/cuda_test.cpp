@@ -212,15 +212,17 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     // New tokens: fused q|k|v rows, rotated by the reference, then cached.
     std::vector<float> qkv = random(static_cast<size_t>(n_new * width));
     std::vector<int32_t> positions(static_cast<size_t>(n_new)), slots(static_cast<size_t>(n_new)), seq(static_cast<size_t>(n_new), 0);
-    std::vector<float> cos(static_cast<size_t>(n_new * D / 2)), sin(cos.size());
+    // cos/sin tables over every position (the kernels index them by position).
+    std::vector<float> cos(static_cast<size_t>((context + 1) * D / 2)), sin(cos.size());
+    for (int64_t pos = 0; pos <= context; ++pos)
+      for (int64_t i = 0; i < D / 2; ++i) {
+        const float angle = static_cast<float>(pos) * std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(D));
+        cos[static_cast<size_t>(pos * D / 2 + i)] = std::cos(angle);
+        sin[static_cast<size_t>(pos * D / 2 + i)] = std::sin(angle);
+      }
     for (int64_t t = 0; t < n_new; ++t) {
       positions[static_cast<size_t>(t)] = static_cast<int32_t>(start + t);
       slots[static_cast<size_t>(t)] = static_cast<int32_t>(kv_slot(table.data(), block, start + t));
-      for (int64_t i = 0; i < D / 2; ++i) {
-        const float angle = static_cast<float>(start + t) * std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(D));
-        cos[static_cast<size_t>(t * D / 2 + i)] = std::cos(angle);
-        sin[static_cast<size_t>(t * D / 2 + i)] = std::sin(angle);
-      }
     }
     auto d_qkv = upload(qkv);
     auto d_k = upload(to_bf16_host(k_cache));
@@ -231,10 +233,12 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     auto d_pos = upload(positions);
     auto d_seq = upload(seq);
     auto d_table = upload(table);
-    rope_and_cache(d_qkv.data(), n_new, n_heads, n_kv, D, d_cos.data(), d_sin.data(), false, d_slots.data(), d_k.data(), d_v.data(), nullptr);
+    rope_and_cache(d_qkv.data(), n_new, n_heads, n_kv, D, d_cos.data(), d_sin.data(), d_pos.data(), false, d_slots.data(), d_k.data(),
+                   d_v.data(), nullptr);
 
     std::vector<float> want_qkv = qkv;
-    reference.rope(want_qkv.data(), n_new, n_heads + n_kv, width, D, D, cos.data(), sin.data(), RopePairing::kHalfSplit);
+    reference.rope(want_qkv.data(), n_new, n_heads + n_kv, width, D, D, cos.data() + start * D / 2, sin.data() + start * D / 2,
+                   RopePairing::kHalfSplit);
     EXPECT_LE(rel_error(download(d_qkv, qkv.size()), want_qkv), 1e-6) << "rope";
     for (int64_t t = 0; t < n_new; ++t)
       for (int64_t i = 0; i < kv_width; ++i) {
@@ -290,27 +294,21 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     // A decode step after them: position `context`, rotated and cached inside the attention
     // kernel (fused RoPE), against the reference doing the same in three steps.
     std::vector<float> next = random(static_cast<size_t>(width));
-    std::vector<float> next_cos(static_cast<size_t>(D / 2)), next_sin(next_cos.size());
-    for (int64_t i = 0; i < D / 2; ++i) {
-      const float angle = static_cast<float>(context) * std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(D));
-      next_cos[static_cast<size_t>(i)] = std::cos(angle);
-      next_sin[static_cast<size_t>(i)] = std::sin(angle);
-    }
+    const float* next_cos = cos.data() + context * D / 2;
+    const float* next_sin = sin.data() + context * D / 2;
     const int32_t next_pos = static_cast<int32_t>(context), next_slot = static_cast<int32_t>(kv_slot(table.data(), block, context));
     auto d_next = upload(next);
-    auto d_next_cos = upload(next_cos);
-    auto d_next_sin = upload(next_sin);
     auto d_next_pos = upload(std::vector<int32_t>{next_pos});
     auto d_next_slot = upload(std::vector<int32_t>{next_slot});
     AttentionParams dp = p;
     dp.q = d_next.data();
     dp.positions = d_next_pos.data();
     dp.n_tokens = 1;
-    dp.rope_cos = d_next_cos.data();
-    dp.rope_sin = d_next_sin.data();
+    dp.rope_cos = d_cos.data();
+    dp.rope_sin = d_sin.data();
     dp.slots = d_next_slot.data();
     attention(dp, nullptr);
-    reference.rope(next.data(), 1, n_heads + n_kv, width, D, D, next_cos.data(), next_sin.data(), RopePairing::kHalfSplit);
+    reference.rope(next.data(), 1, n_heads + n_kv, width, D, D, next_cos, next_sin, RopePairing::kHalfSplit);
     for (int64_t i = 0; i < kv_width; ++i) {
       k_cache[static_cast<size_t>(next_slot * kv_width + i)] = round_to_bf16(next[static_cast<size_t>(n_heads * D + i)]);
       v_cache[static_cast<size_t>(next_slot * kv_width + i)] = round_to_bf16(next[static_cast<size_t>((n_heads + n_kv) * D + i)]);

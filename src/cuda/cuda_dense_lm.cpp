@@ -132,6 +132,9 @@ class CudaDenseLM final : public CausalLM {
   const DeviceMatrix* lm_head = nullptr;  // lm_head_own, or the embedding when tied
   DeviceBuffer<float> final_norm;
   std::vector<Layer> layers_;
+  // RoPE cos/sin of every position the model accepts, [max_positions, D/2] each: computed once at
+  // load (as rope_cos_sin does per step on CPUs), so a step sends no tables and computes none.
+  DeviceBuffer<float> rope_cos_, rope_sin_;
 
   // Paged KV cache, per layer: [rows, Hkv * D] bf16.
   std::vector<DeviceBuffer<bf16>> k_cache_, v_cache_;
@@ -199,6 +202,14 @@ Status CudaDenseLM::bind(ConfigReader& reader, WeightBinder& binder) {
   }
   info_.weight_bytes = binder.bytes_bound();
   info_.embedding_bytes = embed.bytes();
+  {
+    std::vector<int32_t> positions(static_cast<size_t>(info_.max_positions));
+    for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i);
+    std::vector<float> cos, sin;
+    rope_cos_sin(rope_, positions, &cos, &sin);
+    SS_RETURN_IF_ERROR(upload_floats({&cos}, &rope_cos_));
+    SS_RETURN_IF_ERROR(upload_floats({&sin}, &rope_sin_));
+  }
   k_cache_.resize(static_cast<size_t>(c.n_layers));
   v_cache_.resize(static_cast<size_t>(c.n_layers));
   return Status::Ok();
@@ -258,8 +269,8 @@ void CudaDenseLM::observe(const LayerObserver& observer, int64_t layer, const fl
 
 // Offsets of one step's inputs inside the staging area (each 256-byte aligned).
 struct StepLayout {
-  size_t tokens, positions, slots, token_seq, tables, cos, sin, logit_rows, tiles, total;
-  StepLayout(int64_t n, int64_t n_seqs, int64_t table_stride, int64_t half, int64_t n_logits, int64_t n_tiles) {
+  size_t tokens, positions, slots, token_seq, tables, logit_rows, tiles, total;
+  StepLayout(int64_t n, int64_t n_seqs, int64_t table_stride, int64_t n_logits, int64_t n_tiles) {
     size_t at = 0;
     auto take = [&at](size_t bytes) {
       const size_t offset = at;
@@ -271,8 +282,6 @@ struct StepLayout {
     slots = take(static_cast<size_t>(n) * 4);
     token_seq = take(static_cast<size_t>(n) * 4);
     tables = take(static_cast<size_t>(n_seqs * table_stride) * 4);
-    cos = take(static_cast<size_t>(n * half) * 4);
-    sin = take(static_cast<size_t>(n * half) * 4);
     logit_rows = take(static_cast<size_t>(n_logits) * 4);
     tiles = take(static_cast<size_t>(n_tiles) * 12);
     total = at;
@@ -285,7 +294,6 @@ Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::
   std::vector<int32_t> tokens;
   std::vector<int64_t> logit_rows;
   SS_RETURN_IF_ERROR(plan_forward_batch(batch, pool, info_, &ctx, &tokens, &logit_rows));
-  rope_cos_sin(rope_, ctx.positions, &ctx.rope_cos, &ctx.rope_sin);
   StepShape shape;
   shape.n = ctx.n_tokens;
   shape.n_logits = static_cast<int64_t>(logit_rows.size());
@@ -313,8 +321,7 @@ Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::
   }
 
   // Stage every input in pinned memory and send it up in one copy.
-  const int64_t half = config_.attention.head_dim / 2;
-  const StepLayout L(shape.n, shape.n_seqs, shape.table_stride, half, shape.n_logits, shape.n_tiles);
+  const StepLayout L(shape.n, shape.n_seqs, shape.table_stride, shape.n_logits, shape.n_tiles);
   if (L.total > host_step_bytes_) {
     if (host_step_) SS_CUDA_CHECK(cudaFreeHost(host_step_));
     SS_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_step_), L.total));
@@ -337,8 +344,6 @@ Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::
     for (int64_t b = 0; b < shape.table_stride; ++b)
       tables[s * shape.table_stride + b] = b < static_cast<int64_t>(table.size()) ? table[static_cast<size_t>(b)] : 0;
   }
-  std::memcpy(host_step_ + L.cos, ctx.rope_cos.data(), ctx.rope_cos.size() * 4);
-  std::memcpy(host_step_ + L.sin, ctx.rope_sin.data(), ctx.rope_sin.size() * 4);
   for (int64_t r = 0; r < shape.n_logits; ++r) put(L.logit_rows)[r] = static_cast<int32_t>(logit_rows[static_cast<size_t>(r)]);
   if (shape.n_tiles > 0) {
     int32_t* tile = put(L.tiles);
@@ -382,10 +387,10 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
   const DenseDecoderConfig& c = config_;
   const GqaConfig& a = c.attention;
   const int64_t n = shape.n, H = c.hidden_size, D = a.head_dim;
-  const StepLayout L(n, shape.n_seqs, shape.table_stride, D / 2, shape.n_logits, shape.n_tiles);
+  const StepLayout L(n, shape.n_seqs, shape.table_stride, shape.n_logits, shape.n_tiles);
   auto dev = [&](size_t offset) { return reinterpret_cast<int32_t*>(step_.data() + offset); };
-  const float* d_cos = reinterpret_cast<const float*>(step_.data() + L.cos);
-  const float* d_sin = reinterpret_cast<const float*>(step_.data() + L.sin);
+  const float* d_cos = rope_cos_.data();  // [max positions, D/2], made at load
+  const float* d_sin = rope_sin_.data();
 
   float* hidden = hidden_.data();
   embedding(embed_tokens.data.data(), H, dev(L.tokens), n, hidden, stream_);
@@ -400,7 +405,7 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     linear(layer.qkv, normed_.data(), n, layer.qkv_bias.size() ? layer.qkv_bias.data() : nullptr, false, qkv_.data());
     // Decode steps rotate and cache inside the attention kernel; prefill does it for all rows first.
     const bool fused_rope = shape.n_tiles == 0 && shape.n == shape.n_seqs;
-    if (!fused_rope) rope_and_cache(qkv_.data(), n, a.n_heads, a.n_kv_heads, D, d_cos, d_sin, interleaved, dev(L.slots), k_cache, v_cache, stream_);
+    if (!fused_rope) rope_and_cache(qkv_.data(), n, a.n_heads, a.n_kv_heads, D, d_cos, d_sin, dev(L.positions), interleaved, dev(L.slots), k_cache, v_cache, stream_);
     AttentionParams p;
     p.q = qkv_.data();
     p.q_stride = qkv_width;

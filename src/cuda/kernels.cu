@@ -183,12 +183,12 @@ __global__ void add_bias_kernel(const float* bias, int64_t n, int64_t M, float* 
 }
 
 __global__ void rope_and_cache_kernel(float* qkv, int64_t n_heads, int64_t n_kv, int64_t D, const float* cos, const float* sin,
-                                      bool interleaved, const int32_t* slots, bf16* k_pool, bf16* v_pool) {
+                                      const int32_t* positions, bool interleaved, const int32_t* slots, bf16* k_pool, bf16* v_pool) {
   dependency_wait();
   const int64_t t = blockIdx.x, half = D / 2, width = (n_heads + 2 * n_kv) * D;
   float* row = qkv + t * width;
-  const float* c = cos + t * half;
-  const float* s = sin + t * half;
+  const float* c = cos + static_cast<int64_t>(positions[t]) * half;
+  const float* s = sin + static_cast<int64_t>(positions[t]) * half;
   const int64_t slot = slots[t];
   // Rotations: q heads then k heads, one pair per thread step.
   for (int64_t idx = threadIdx.x; idx < (n_heads + n_kv) * half; idx += blockDim.x) {
@@ -232,8 +232,8 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
   if (p.rope_cos) {
     constexpr int kHalf = D / 2;
     const float* row = p.q + t * p.q_stride;
-    const float* c = p.rope_cos + t * kHalf;
-    const float* sn = p.rope_sin + t * kHalf;
+    const float* c = p.rope_cos + static_cast<int64_t>(p.positions[t]) * kHalf;
+    const float* sn = p.rope_sin + static_cast<int64_t>(p.positions[t]) * kHalf;
     const int64_t cache_row = static_cast<int64_t>(p.slots[t]) * kv_width + kvh * D;
     for (int idx = threadIdx.x; idx < (G + 1) * kHalf; idx += blockDim.x) {
       const int h = idx / kHalf, i = idx % kHalf;
@@ -634,9 +634,10 @@ void add_bias(const float* bias, int64_t n, int64_t M, float* y, cudaStream_t st
 }
 
 void rope_and_cache(float* qkv, int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, const float* cos,
-                    const float* sin, bool interleaved, const int32_t* slots, bf16* k_pool, bf16* v_pool, cudaStream_t stream) {
+                    const float* sin, const int32_t* positions, bool interleaved, const int32_t* slots, bf16* k_pool,
+                    bf16* v_pool, cudaStream_t stream) {
   if (n == 0) return;
-  launch(rope_and_cache_kernel, static_cast<unsigned>(n), 256, stream, qkv, n_heads, n_kv_heads, head_dim, cos, sin, interleaved,
+  launch(rope_and_cache_kernel, static_cast<unsigned>(n), 256, stream, qkv, n_heads, n_kv_heads, head_dim, cos, sin, positions, interleaved,
                                                                       slots, k_pool, v_pool);
   SS_CUDA_CHECK_LAUNCH();
 }

@@ -33,9 +33,10 @@ void add_bias(const float* bias, int64_t n, int64_t M, float* y, cudaStream_t st
 
 // Rotates q and k of the fused [n, (H + 2 Hkv) * D] projection in place (half-split pairs
 // (i, i + D/2), or interleaved (2i, 2i+1)) and writes k and v as bf16 into pool row slots[t].
-// cos/sin: [n, D/2].
+// cos/sin: tables [positions, D/2] indexed by positions[t].
 void rope_and_cache(float* qkv, int64_t n, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, const float* cos,
-                    const float* sin, bool interleaved, const int32_t* slots, bf16* k_pool, bf16* v_pool, cudaStream_t stream);
+                    const float* sin, const int32_t* positions, bool interleaved, const int32_t* slots, bf16* k_pool,
+                    bf16* v_pool, cudaStream_t stream);
 
 // Causal attention over the paged cache for every token of the batch. Token t belongs to
 // sequence token_seq[t], sits at positions[t] and sees positions [0, positions[t]] through
@@ -60,7 +61,7 @@ struct AttentionParams {
   // Decode only (one token per sequence): when rope_cos is set, attention() also does what
   // rope_and_cache does for its KV head's queries and key (q then points at the fused q|k|v
   // rows), saving a launch per layer.
-  const float* rope_cos = nullptr;  // [n, D/2]
+  const float* rope_cos = nullptr;  // tables [positions, D/2], indexed by positions[t]
   const float* rope_sin = nullptr;
   bool rope_interleaved = false;
   const int32_t* slots = nullptr;   // [n] pool row of each token's new key and value
