@@ -2,7 +2,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -69,6 +72,12 @@ class CudaDenseLM final : public CausalLM {
     SS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaDenseLM() override {
+    if (timing_ && timed_steps_ > 0) {
+      std::fprintf(stderr, "cuda decode-step timing over %lld steps: host before launch %.3f ms, device %.3f ms, whole call %.3f ms (means)\n",
+                   static_cast<long long>(timed_steps_), host_ms_ / timed_steps_, device_ms_ / timed_steps_, call_ms_ / timed_steps_);
+      cudaEventDestroy(timing_start_);
+      cudaEventDestroy(timing_stop_);
+    }
     drop_graphs();
     if (host_argmax_) cudaFreeHost(host_argmax_);
     if (host_step_) cudaFreeHost(host_step_);
@@ -154,6 +163,14 @@ class CudaDenseLM final : public CausalLM {
   DeviceBuffer<float> partial_;     // split-KV attention slices (kernels.h)
   DeviceBuffer<uint64_t> argmax_;  // argmax keys (kernels.h)
   uint64_t* host_argmax_ = nullptr;
+
+  // SEEKSERVE_CUDA_STEP_TIMING=1: mean host time before the launch, device time of the launched
+  // work (events) and the whole call, printed at exit (where a step's time goes).
+  bool timing_ = std::getenv("SEEKSERVE_CUDA_STEP_TIMING") != nullptr;
+  bool use_graphs_ = std::getenv("SEEKSERVE_CUDA_NO_GRAPHS") == nullptr;  // to compare with direct launches
+  cudaEvent_t timing_start_ = nullptr, timing_stop_ = nullptr;
+  double host_ms_ = 0, device_ms_ = 0, call_ms_ = 0;
+  int64_t timed_steps_ = 0;
 
   // Captured decode graphs by step shape; any buffer reallocation invalidates them all.
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool>, cudaGraphExec_t> graphs_;
@@ -289,6 +306,7 @@ struct StepLayout {
 };
 
 Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::vector<float>* logits) {
+  const auto call_start = std::chrono::steady_clock::now();
   logits->clear();
   ForwardContext ctx;
   std::vector<int32_t> tokens;
@@ -359,8 +377,18 @@ Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::
   SS_CUDA_CHECK(cudaMemcpyAsync(step_.data(), host_step_, L.total, cudaMemcpyHostToDevice, stream_));
 
   // Decode steps (one token per sequence) replay a captured graph; prefill is launched directly.
-  if (decode && !batch.observer) launch_graph(shape);
+  const bool timed = timing_ && decode;  // decode steps only: one prefill would swamp the means
+  if (timed) {
+    if (!timing_start_) {
+      SS_CUDA_CHECK(cudaEventCreate(&timing_start_));
+      SS_CUDA_CHECK(cudaEventCreate(&timing_stop_));
+    }
+    host_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - call_start).count();
+    SS_CUDA_CHECK(cudaEventRecord(timing_start_, stream_));
+  }
+  if (decode && !batch.observer && use_graphs_) launch_graph(shape);
   else enqueue_forward(shape, batch.observer);
+  if (timed) SS_CUDA_CHECK(cudaEventRecord(timing_stop_, stream_));
 
   if (shape.n_logits == 0) {
     SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -379,6 +407,13 @@ Status CudaDenseLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std::
     SS_CUDA_CHECK(cudaMemcpyAsync(host_logits_, logits_.data(), count * 4, cudaMemcpyDeviceToHost, stream_));
     SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     logits->assign(host_logits_, host_logits_ + count);
+  }
+  if (timed) {
+    float ms = 0;
+    SS_CUDA_CHECK(cudaEventElapsedTime(&ms, timing_start_, timing_stop_));
+    device_ms_ += ms;
+    call_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - call_start).count();
+    ++timed_steps_;
   }
   return Status::Ok();
 }
