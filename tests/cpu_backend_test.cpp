@@ -87,60 +87,65 @@ TEST(CpuBackendTest, PagedAttentionMatchesReference) {
   };
   ReferenceBackend reference;
   CpuBackend cpu(2);
-  const int64_t block = 16, n_blocks = 9, context = 100, n_tokens = 7;
+  const int64_t block = 16, n_blocks = 9, context = 100;
   std::vector<int32_t> table = {5, 2, 8, 0, 7, 1, 3};  // out of order, as a real pool hands them out
-  std::vector<int32_t> positions;
-  for (int64_t t = 0; t < n_tokens; ++t) positions.push_back(static_cast<int32_t>(context - n_tokens + t));
-  // GQA: 6 heads over 2 KV heads of dim 40 (not a multiple of 16).
-  {
-    const int64_t H = 6, KVH = 2, D = 40;
-    std::vector<float> q(static_cast<size_t>(n_tokens * H * D)), k(static_cast<size_t>(n_blocks * block * KVH * D)), v(k.size());
-    fill(q), fill(k), fill(v);
-    std::vector<float> want(q.size()), got(q.size());
-    GqaAttentionArgs a;
-    a.q = q.data();
-    a.q_stride = H * D;
-    a.k_pool = k.data();
-    a.v_pool = v.data();
-    a.block_table = table.data();
-    a.block_size = block;
-    a.positions = positions.data();
-    a.n_tokens = n_tokens;
-    a.n_heads = H;
-    a.n_kv_heads = KVH;
-    a.head_dim = D;
-    a.scale = 0.158f;
-    a.out = want.data();
-    reference.gqa_attention(a);
-    a.out = got.data();
-    cpu.gqa_attention(a);
-    EXPECT_LE(testing::relative_l2(got.data(), want.data(), want.size()), 1e-5);
-  }
-  // MLA: 3 heads, latent 72, rotary 24.
-  {
-    const int64_t H = 3, R = 72, P = 24;
-    std::vector<float> ql(static_cast<size_t>(n_tokens * H * R)), qp(static_cast<size_t>(n_tokens * H * P));
-    std::vector<float> ckv(static_cast<size_t>(n_blocks * block * R)), kpe(static_cast<size_t>(n_blocks * block * P));
-    fill(ql), fill(qp), fill(ckv), fill(kpe);
-    std::vector<float> want(ql.size()), got(ql.size());
-    MlaAttentionArgs a;
-    a.q_latent = ql.data();
-    a.q_pe = qp.data();
-    a.c_kv_pool = ckv.data();
-    a.k_pe_pool = kpe.data();
-    a.block_table = table.data();
-    a.block_size = block;
-    a.positions = positions.data();
-    a.n_tokens = n_tokens;
-    a.n_heads = H;
-    a.kv_lora_rank = R;
-    a.rope_dim = P;
-    a.scale = 0.1f;
-    a.out_latent = want.data();
-    reference.mla_attention(a);
-    a.out_latent = got.data();
-    cpu.mla_attention(a);
-    EXPECT_LE(testing::relative_l2(got.data(), want.data(), want.size()), 1e-5);
+  // 7 tokens: the row-at-a-time kernel; 30: the tiled prefill kernel (cpu_attention.cpp).
+  for (int64_t n_tokens : {7, 30}) {
+    std::vector<int32_t> positions;
+    for (int64_t t = 0; t < n_tokens; ++t) positions.push_back(static_cast<int32_t>(context - n_tokens + t));
+    // GQA: 6 heads over 2 KV heads of dim 40 (not a multiple of 16), and of dim 128.
+    for (const int64_t D : {40, 128}) {
+      SCOPED_TRACE("tokens " + std::to_string(n_tokens) + " head_dim " + std::to_string(D));
+      const int64_t H = 6, KVH = 2;
+      std::vector<float> q(static_cast<size_t>(n_tokens * H * D)), k(static_cast<size_t>(n_blocks * block * KVH * D)),
+          v(k.size());
+      fill(q), fill(k), fill(v);
+      std::vector<float> want(q.size()), got(q.size());
+      GqaAttentionArgs a;
+      a.q = q.data();
+      a.q_stride = H * D;
+      a.k_pool = k.data();
+      a.v_pool = v.data();
+      a.block_table = table.data();
+      a.block_size = block;
+      a.positions = positions.data();
+      a.n_tokens = n_tokens;
+      a.n_heads = H;
+      a.n_kv_heads = KVH;
+      a.head_dim = D;
+      a.scale = 0.158f;
+      a.out = want.data();
+      reference.gqa_attention(a);
+      a.out = got.data();
+      cpu.gqa_attention(a);
+      EXPECT_LE(testing::relative_l2(got.data(), want.data(), want.size()), 1e-5);
+    }
+    // MLA: 3 heads, latent 72, rotary 24.
+    {
+      const int64_t H = 3, R = 72, P = 24;
+      std::vector<float> ql(static_cast<size_t>(n_tokens * H * R)), qp(static_cast<size_t>(n_tokens * H * P));
+      std::vector<float> ckv(static_cast<size_t>(n_blocks * block * R)), kpe(static_cast<size_t>(n_blocks * block * P));
+      fill(ql), fill(qp), fill(ckv), fill(kpe);
+      std::vector<float> want(ql.size()), got(ql.size());
+      MlaAttentionArgs a;
+      a.q_latent = ql.data();
+      a.q_pe = qp.data();
+      a.c_kv_pool = ckv.data();
+      a.k_pe_pool = kpe.data();
+      a.block_table = table.data();
+      a.block_size = block;
+      a.positions = positions.data();
+      a.n_tokens = n_tokens;
+      a.n_heads = H;
+      a.kv_lora_rank = R;
+      a.rope_dim = P;
+      a.scale = 0.1f;
+      a.out_latent = want.data();
+      reference.mla_attention(a);
+      a.out_latent = got.data();
+      cpu.mla_attention(a);
+      EXPECT_LE(testing::relative_l2(got.data(), want.data(), want.size()), 1e-5);
+    }
   }
 }
 

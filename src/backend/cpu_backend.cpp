@@ -10,6 +10,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "backend/cpu_attention.h"
 #include "backend/cpu_gemm.h"
 #include "core/dtype.h"
 
@@ -513,6 +514,7 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
 
 void CpuBackend::gqa_attention(const GqaAttentionArgs& a) {
   if (isa_ < CpuIsa::kAvx512) return ReferenceBackend::gqa_attention(a);
+  if (a.n_tokens >= kTiledAttentionMinTokens) return gqa_attention_tiled_avx512(a, *pool_);
   const int64_t group = a.n_heads / a.n_kv_heads, kv_row = a.n_kv_heads * a.head_dim;
   // One task per (token, head): each reads its sequence's keys and values once.
   pool_->run(a.n_tokens * a.n_heads, [&](int64_t task) {

@@ -1,0 +1,137 @@
+#include "backend/cpu_attention.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace seekserve {
+
+namespace {
+
+constexpr int kQueries = 12;  // query rows per task
+constexpr int kKeys = 16;     // key positions per chunk (one vector of scores)
+
+// e^x for 16 lanes: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (relative
+// error ~2e-7), times 2^n by scalef. Lanes of -inf give 0.
+__attribute__((target("avx512f"))) __m512 exp512(__m512 x) {
+  x = _mm512_maskz_max_ps(0xffff, x, _mm512_set1_ps(-87.0f));  // e^-87 ~ 1.6e-38: below, 0 is as good
+  const __m512 n =
+      _mm512_maskz_roundscale_ps(0xffff, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  const __m512 r2 = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);  // ln2 in two parts
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(0xffff, p, n);
+}
+
+__attribute__((target("avx512f"))) float hmax512(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float m = lanes[0];
+  for (float x : lanes) m = std::max(m, x);
+  return m;
+}
+
+__attribute__((target("avx512f"))) float hsum512_f(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float s = 0.0f;
+  for (float x : lanes) s += x;
+  return s;
+}
+
+// One task: head h, query tokens [t0, t0 + nq). Both products keep the 12 queries' partial
+// results in registers and stream one vector of keys or values per step (one load per 12 FMAs).
+__attribute__((target("avx512f"))) void attend_block(const GqaAttentionArgs& a, int64_t h, int64_t t0, int nq,
+                                                     std::vector<float>& scratch) {
+  const int64_t D = a.head_dim, kv_row = a.n_kv_heads * D, kvh = h / (a.n_heads / a.n_kv_heads);
+  const int64_t dv = (D + 15) / 16;  // vectors per value row
+  // scratch: keys transposed [D][16], values [16][dv * 16], outputs [12][dv * 16], queries
+  // [12][D] (scaled; zero rows past nq), probabilities [12][16].
+  scratch.assign(
+      static_cast<size_t>(D * kKeys + kKeys * dv * 16 + kQueries * dv * 16 + kQueries * D + kQueries * kKeys), 0.0f);
+  float* kt = scratch.data();
+  float* vb = kt + D * kKeys;
+  float* out = vb + kKeys * dv * 16;
+  float* q = out + kQueries * dv * 16;
+  float* pb = q + kQueries * D;
+  for (int i = 0; i < nq; ++i)
+    for (int64_t d = 0; d < D; ++d) q[i * D + d] = a.q[(t0 + i) * a.q_stride + h * D + d] * a.scale;
+  float m[kQueries], l[kQueries], corr[kQueries];
+  for (int i = 0; i < kQueries; ++i) m[i] = -INFINITY, l[i] = 0.0f;
+  const int64_t last = a.positions[t0 + nq - 1];
+  for (int64_t c0 = 0; c0 <= last; c0 += kKeys) {
+    const int keys = static_cast<int>(std::min<int64_t>(kKeys, last + 1 - c0));
+    for (int j = 0; j < kKeys; ++j) {
+      if (j < keys) {
+        const int64_t row = kv_slot(a.block_table, a.block_size, c0 + j);
+        const float* k = a.k_pool + row * kv_row + kvh * D;
+        const float* v = a.v_pool + row * kv_row + kvh * D;
+        for (int64_t d = 0; d < D; ++d) kt[d * kKeys + j] = k[d];
+        std::copy(v, v + D, vb + j * dv * 16);
+      } else {
+        for (int64_t d = 0; d < D; ++d) kt[d * kKeys + j] = 0.0f;
+      }
+    }
+    // Scores of all 12 queries against the chunk.
+    __m512 s[kQueries];
+    for (int i = 0; i < kQueries; ++i) s[i] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m512 k = _mm512_loadu_ps(kt + d * kKeys);
+      for (int i = 0; i < kQueries; ++i) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i * D + d]), k, s[i]);
+    }
+    // Online softmax per query (causal and chunk-end mask).
+    for (int i = 0; i < kQueries; ++i) {
+      const int64_t visible = i < nq ? std::min<int64_t>(keys, a.positions[t0 + i] - c0 + 1) : 0;
+      if (visible <= 0) {  // the chunk is in this query's future (or the row is padding)
+        corr[i] = 1.0f;
+        _mm512_storeu_ps(pb + i * kKeys, _mm512_setzero_ps());
+        continue;
+      }
+      const __mmask16 live = static_cast<__mmask16>((1u << visible) - 1);
+      const __m512 si = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), live, s[i]);
+      const float m_new = std::max(m[i], hmax512(si));
+      corr[i] = std::exp(m[i] - m_new);
+      const __m512 p = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(si, _mm512_set1_ps(m_new))));
+      l[i] = l[i] * corr[i] + hsum512_f(p);
+      m[i] = m_new;
+      _mm512_storeu_ps(pb + i * kKeys, p);
+    }
+    // out = out * correction + P V, one 16-wide slice of the value rows at a time.
+    for (int64_t b = 0; b < dv; ++b) {
+      __m512 acc[kQueries];
+      for (int i = 0; i < kQueries; ++i)
+        acc[i] = _mm512_mul_ps(_mm512_loadu_ps(out + i * dv * 16 + b * 16), _mm512_set1_ps(corr[i]));
+      for (int j = 0; j < keys; ++j) {
+        const __m512 v = _mm512_loadu_ps(vb + j * dv * 16 + b * 16);
+        for (int i = 0; i < kQueries; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(pb[i * kKeys + j]), v, acc[i]);
+      }
+      for (int i = 0; i < kQueries; ++i) _mm512_storeu_ps(out + i * dv * 16 + b * 16, acc[i]);
+    }
+  }
+  for (int i = 0; i < nq; ++i) {
+    const float inv = 1.0f / l[i];
+    float* dst = a.out + ((t0 + i) * a.n_heads + h) * D;
+    for (int64_t d = 0; d < D; ++d) dst[d] = out[i * dv * 16 + d] * inv;
+  }
+}
+
+}  // namespace
+
+void gqa_attention_tiled_avx512(const GqaAttentionArgs& a, ThreadPool& pool) {
+  const int64_t blocks = (a.n_tokens + kQueries - 1) / kQueries;
+  pool.run(a.n_heads * blocks, [&](int64_t task) {
+    thread_local std::vector<float> scratch;
+    const int64_t h = task % a.n_heads, t0 = (task / a.n_heads) * kQueries;
+    attend_block(a, h, t0, static_cast<int>(std::min<int64_t>(kQueries, a.n_tokens - t0)), scratch);
+  });
+}
+
+}  // namespace seekserve
