@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/avx512_reduce.h"
+
 namespace seekserve {
 
 namespace {
@@ -29,22 +31,6 @@ __attribute__((target("avx512f"))) __m512 exp512(__m512 x) {
   p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f));
   return _mm512_maskz_scalef_ps(0xffff, p, n);
-}
-
-__attribute__((target("avx512f"))) float hmax512(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  float m = lanes[0];
-  for (float x : lanes) m = std::max(m, x);
-  return m;
-}
-
-__attribute__((target("avx512f"))) float hsum512_f(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  float s = 0.0f;
-  for (float x : lanes) s += x;
-  return s;
 }
 
 // One task: head h, query tokens [t0, t0 + nq). Both products keep the 12 queries' partial
@@ -100,7 +86,7 @@ __attribute__((target("avx512f"))) void attend_block(const GqaAttentionArgs& a, 
       const float m_new = std::max(m[i], hmax512(si));
       corr[i] = std::exp(m[i] - m_new);
       const __m512 p = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(si, _mm512_set1_ps(m_new))));
-      l[i] = l[i] * corr[i] + hsum512_f(p);
+      l[i] = l[i] * corr[i] + hsum512(p);
       m[i] = m_new;
       _mm512_storeu_ps(pb + i * kKeys, p);
     }

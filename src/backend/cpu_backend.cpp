@@ -10,6 +10,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "backend/avx512_reduce.h"
 #include "backend/cpu_attention.h"
 #include "backend/cpu_gemm.h"
 #include "core/dtype.h"
@@ -78,25 +79,6 @@ void for_token_count(int64_t tokens, F&& f) {
     case 3: return f(std::integral_constant<int, 3>{});
     default: return f(std::integral_constant<int, 4>{});
   }
-}
-
-// Sum of the 16 int32 lanes (a store and adds: GCC 12's reduce intrinsics trip -Wuninitialized).
-__attribute__((target("avx512f"))) int32_t hsum512_epi32(__m512i v) {
-  alignas(64) int32_t lanes[16];
-  _mm512_store_si512(lanes, v);
-  int32_t sum = 0;
-  for (int32_t x : lanes) sum += x;
-  return sum;
-}
-
-// Horizontal sum by halving with in-register shuffles (GCC 12's _mm512_reduce_add_ps trips
-// -Wuninitialized inside its own header; a store and scalar adds cost several times more).
-__attribute__((target("avx512f"))) float hsum512(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xffff, v, v, 0x4e));  // swap 256-bit halves
-  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xffff, v, v, 0xb1));  // swap 128-bit quarters
-  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xffff, v, 0x4e));  // swap 64-bit pairs
-  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xffff, v, 0xb1));  // swap neighbours
-  return _mm512_cvtss_f32(v);
 }
 
 template <int T>
