@@ -1,7 +1,8 @@
-// The CUDA kernels of the dense decoder, as host-callable launchers (all asynchronous on
-// `stream`). Conventions follow backend.h: activations row-major, one row per token; the
-// residual stream is float32, matmul inputs are bf16 (the rounding the CPU backend applies at
-// matmul inputs), matmul outputs float32; the KV cache holds bf16 rows in a paged pool.
+// The CUDA kernels of the dense decoder as host-callable launchers, all asynchronous on
+// `stream` (kernels.cu; the attention kernels in attention.cu). Conventions follow backend.h:
+// activations row-major, one row per token; the residual stream is float32, matmul inputs are
+// bf16 (the rounding the CPU backend applies at matmul inputs), matmul outputs float32; the KV
+// cache holds bf16 rows in a paged pool.
 #pragma once
 
 #include <cuda_bf16.h>
