@@ -28,6 +28,8 @@ class CpuBackend final : public ReferenceBackend {
   int n_threads() const { return pool_->n_threads(); }
 
   void matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) override;
+  // Vectorized exp; large inputs split over the thread pool.
+  void silu_mul(const float* gate, const float* up, int64_t n, float* out) override;
   // Vectorized, one task per (token, head) over the thread pool.
   void gqa_attention(const GqaAttentionArgs& args) override;
   void mla_attention(const MlaAttentionArgs& args) override;

@@ -1,5 +1,5 @@
-// Horizontal reductions of one AVX-512 vector, shared by the CPU kernels. Written without the
-// _mm512_reduce_* intrinsics: GCC 12 reports -Wuninitialized inside their header.
+// Math on AVX-512 vectors shared by the CPU kernels: horizontal reductions (written without the
+// _mm512_reduce_* intrinsics: GCC 12 reports -Wuninitialized inside their header) and exp.
 #pragma once
 
 #include <immintrin.h>
@@ -35,6 +35,25 @@ inline __attribute__((target("avx512f"))) float hmax512(__m512 v) {
   float m = lanes[0];
   for (float x : lanes) m = std::max(m, x);
   return m;
+}
+
+// e^x for 16 lanes: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (relative
+// error ~2e-7), times 2^n by scalef. Inputs below -87 give ~1.6e-38; large inputs overflow to
+// inf, as std::exp does.
+inline __attribute__((target("avx512f"))) __m512 exp512(__m512 x) {
+  x = _mm512_maskz_max_ps(0xffff, x, _mm512_set1_ps(-87.0f));  // e^-87 ~ 1.6e-38: below, 0 is as good
+  const __m512 n =
+      _mm512_maskz_roundscale_ps(0xffff, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  const __m512 r2 = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);  // ln2 in two parts
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r2, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(0xffff, p, n);
 }
 
 }  // namespace seekserve
