@@ -100,6 +100,34 @@ TEST(CpuBackendTest, SiluMulMatchesReference) {
   }
 }
 
+TEST(CpuBackendTest, RmsNormAndAddMatchReference) {
+  if (detect_cpu_isa() < CpuIsa::kAvx512) GTEST_SKIP() << "the vectorized operators need AVX-512";
+  std::mt19937 rng(6);
+  ReferenceBackend reference;
+  CpuBackend cpu(2);
+  for (const auto& [rows, dim] : std::vector<std::pair<int64_t, int64_t>>{{1, 7}, {3, 1536}, {100, 1000}}) {  // 100 x 1000: rows over the pool
+    const int64_t stride = dim + 5;
+    std::vector<float> x(static_cast<size_t>(rows * stride)), w(static_cast<size_t>(dim));
+    for (float& v : x) v = std::normal_distribution<float>(0.0f, 3.0f)(rng);
+    for (float& v : w) v = std::normal_distribution<float>(1.0f, 0.1f)(rng);
+    std::vector<float> want(x.size(), -7.0f), got(x.size(), -7.0f);
+    reference.rms_norm(x.data(), stride, w.data(), rows, dim, 1e-6f, want.data(), stride);
+    cpu.rms_norm(x.data(), stride, w.data(), rows, dim, 1e-6f, got.data(), stride);
+    EXPECT_LE(testing::relative_l2(got.data(), want.data(), want.size()), 1e-6);
+    for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(got[static_cast<size_t>(r * stride + dim)], -7.0f) << "wrote past the row";
+    cpu.rms_norm(x.data(), stride, w.data(), rows, dim, 1e-6f, x.data(), stride);  // in place
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < dim; ++c) ASSERT_EQ(x[static_cast<size_t>(r * stride + c)], got[static_cast<size_t>(r * stride + c)]);
+    std::vector<float> y_want = x, y_got = x;
+    reference.add(want.data(), static_cast<int64_t>(want.size()), y_want.data());
+    cpu.add(want.data(), static_cast<int64_t>(want.size()), y_got.data());
+    EXPECT_EQ(y_got, y_want);  // one addition per element: exact
+  }
+  std::vector<float> big_x(300000, 1.5f), big_y(300000, 2.0f);  // add over the pool
+  cpu.add(big_x.data(), 300000, big_y.data());
+  for (float v : big_y) ASSERT_EQ(v, 3.5f);
+}
+
 TEST(CpuBackendTest, PagedAttentionMatchesReference) {
   if (detect_cpu_isa() < CpuIsa::kAvx512) GTEST_SKIP() << "the vectorized attention needs AVX-512";
   std::mt19937 rng(11);

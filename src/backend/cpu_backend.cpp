@@ -341,6 +341,29 @@ __attribute__((target("avx512f"))) void silu_mul_avx512(const float* gate, const
   }
 }
 
+// RMSNorm of one row: the sum of squares in 16 lanes, then y = w * (x * inv_rms) as the
+// reference computes it.
+__attribute__((target("avx512f"))) void rms_norm_row_avx512(const float* x, const float* w, int64_t dim, float eps, float* y) {
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < dim; i += 16) {
+    const __mmask16 m = dim - i >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (dim - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    sum = _mm512_fmadd_ps(v, v, sum);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / std::sqrt(hsum512(sum) / static_cast<float>(dim) + eps));
+  for (int64_t i = 0; i < dim; i += 16) {
+    const __mmask16 m = dim - i >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (dim - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv)));
+  }
+}
+
+__attribute__((target("avx512f"))) void add_avx512(const float* x, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i), _mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
 bool cpu_has(unsigned leaf, unsigned subleaf, int reg, unsigned bit) {
   unsigned regs[4];
   if (!__get_cpuid_count(leaf, subleaf, &regs[0], &regs[1], &regs[2], &regs[3])) return false;
@@ -505,13 +528,36 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
   }
 }
 
+void CpuBackend::rms_norm(const float* x, int64_t x_stride, const float* weight, int64_t n_tokens, int64_t dim, float eps,
+                          float* y, int64_t y_stride) {
+  if (isa_ < CpuIsa::kAvx512) return ReferenceBackend::rms_norm(x, x_stride, weight, n_tokens, dim, eps, y, y_stride);
+  // Rows over the pool when there are many (prefill); one row is not worth waking the workers.
+  auto row = [&](int64_t t) { rms_norm_row_avx512(x + t * x_stride, weight, dim, eps, y + t * y_stride); };
+  if (n_tokens * dim < (int64_t{1} << 16)) {
+    for (int64_t t = 0; t < n_tokens; ++t) row(t);
+  } else {
+    pool_->run(n_tokens, row);
+  }
+}
+
+void CpuBackend::add(const float* x, int64_t n, float* y) {
+  if (isa_ < CpuIsa::kAvx512) return ReferenceBackend::add(x, n, y);
+  constexpr int64_t kChunk = int64_t{1} << 15;
+  if (n < 4 * kChunk) return add_avx512(x, n, y);
+  pool_->run((n + kChunk - 1) / kChunk, [&](int64_t task) {
+    const int64_t begin = task * kChunk;
+    add_avx512(x + begin, std::min(kChunk, n - begin), y + begin);
+  });
+}
+
 void CpuBackend::silu_mul(const float* gate, const float* up, int64_t n, float* out) {
   if (isa_ < CpuIsa::kAvx512) return ReferenceBackend::silu_mul(gate, up, n, out);
   // silu(g) * u = g / (1 + e^-g) * u, 16 lanes at a time; a prefill's worth is split over the pool.
   constexpr int64_t kChunk = int64_t{1} << 14;
-  pool_->run(n >= 4 * kChunk ? (n + kChunk - 1) / kChunk : 1, [&](int64_t task) {
-    const int64_t begin = n >= 4 * kChunk ? task * kChunk : 0, end = n >= 4 * kChunk ? std::min(n, begin + kChunk) : n;
-    silu_mul_avx512(gate + begin, up + begin, end - begin, out + begin);
+  if (n < 4 * kChunk) return silu_mul_avx512(gate, up, n, out);
+  pool_->run((n + kChunk - 1) / kChunk, [&](int64_t task) {
+    const int64_t begin = task * kChunk;
+    silu_mul_avx512(gate + begin, up + begin, std::min(kChunk, n - begin), out + begin);
   });
 }
 

@@ -28,6 +28,10 @@ class CpuBackend final : public ReferenceBackend {
   int n_threads() const { return pool_->n_threads(); }
 
   void matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) override;
+  // Vectorized; prefill-sized inputs split over the thread pool.
+  void rms_norm(const float* x, int64_t x_stride, const float* weight, int64_t n_tokens, int64_t dim, float eps, float* y,
+                int64_t y_stride) override;
+  void add(const float* x, int64_t n, float* y) override;
   // Vectorized exp; large inputs split over the thread pool.
   void silu_mul(const float* gate, const float* up, int64_t n, float* out) override;
   // Vectorized, one task per (token, head) over the thread pool.
