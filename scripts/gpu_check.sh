@@ -30,7 +30,7 @@ for model in r1-distill-qwen-1.5b r1-distill-llama-8b; do
   bench --model configs/$model.json --prompt-tokens 4096 --gen-tokens 4
 done
 bench --model configs/r1-distill-llama-8b.json --prompt-tokens 128 --gen-tokens 128 --batch 256
-echo "== generate and serve on the GPU (random-qwen2 fixture, greedy)"
+echo "== generate on the GPU (random-qwen2 fixture)"
 "$bin/seekserve" generate --device cuda --dtype bf16 --model tests/fixtures/models/random-qwen2 --prompt-ids 1,2,3,4,5 --max-tokens 8 2>&1 | tail -3
 echo "== peer (PyTorch CUDA graph)"
 if [ -f "$bin/peer_graph.py" ]; then python3 "$bin/peer_graph.py" configs r1-distill-qwen-1.5b r1-distill-llama-8b 2>&1 | tee "$out/peer.jsonl"; fi

@@ -13,6 +13,7 @@
 #include "backend/avx512_math.h"
 #include "backend/cpu_attention.h"
 #include "backend/cpu_gemm.h"
+#include "backend/token_count_dispatch.h"
 #include "core/dtype.h"
 
 namespace seekserve {
@@ -67,18 +68,6 @@ __attribute__((target("avx2,fma"))) void block_f32_avx2(const float* const* w, c
       for (int64_t j = k; j < K; ++j) s += w[r][j] * x[t][j];
       out[r][t] = s;
     }
-}
-
-// Calls f(std::integral_constant<int, T>) with T = tokens in 1..4, so each micro-kernel is
-// compiled for exactly the tokens present (a decode step must not pay for padding).
-template <typename F>
-void for_token_count(int64_t tokens, F&& f) {
-  switch (tokens) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    default: return f(std::integral_constant<int, 4>{});
-  }
 }
 
 template <int T>
@@ -145,11 +134,11 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_bf16_avx512_t(
 }
 
 void block_f32_avx512(const float* const* w, const float* const* x, int64_t K, float out[kRows][kTokens], int64_t tokens) {
-  for_token_count(tokens, [&](auto T) { block_f32_avx512_t<decltype(T)::value>(w, x, K, out); });
+  for_token_count<kTokens>(tokens, [&](auto T) { block_f32_avx512_t<decltype(T)::value>(w, x, K, out); });
 }
 
 void block_bf16_avx512(const uint16_t* const* w, const uint16_t* const* x, int64_t K, float out[kRows][kTokens], int64_t tokens) {
-  for_token_count(tokens, [&](auto T) { block_bf16_avx512_t<decltype(T)::value>(w, x, K, out); });
+  for_token_count<kTokens>(tokens, [&](auto T) { block_bf16_avx512_t<decltype(T)::value>(w, x, K, out); });
 }
 
 // Int8 weights against int8 activations (x zero-padded to a multiple of 32): both widened to
@@ -208,11 +197,11 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void block_i8_vnni_t(cons
 }
 
 void block_i8_vnni(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
-  for_token_count(tokens, [&](auto T) { block_i8_vnni_t<decltype(T)::value>(w, x, K, out); });
+  for_token_count<kTokens>(tokens, [&](auto T) { block_i8_vnni_t<decltype(T)::value>(w, x, K, out); });
 }
 
 void block_i8_avx512(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
-  for_token_count(tokens, [&](auto T) { block_i8_avx512_t<decltype(T)::value>(w, x, K, out); });
+  for_token_count<kTokens>(tokens, [&](auto T) { block_i8_avx512_t<decltype(T)::value>(w, x, K, out); });
 }
 
 // Dot product and y += a * x over float32 vectors (attention rows).

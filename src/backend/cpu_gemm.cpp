@@ -7,6 +7,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/token_count_dispatch.h"
+
 namespace seekserve {
 
 namespace {
@@ -75,24 +77,6 @@ void pack_tokens(const uint8_t* x, int64_t x_stride_bytes, int64_t N, int64_t un
   }
 }
 
-// Calls f(std::integral_constant<int, T>) with T = tokens in 1..12.
-template <typename F>
-void for_block_tokens(int64_t tokens, F&& f) {
-  switch (tokens) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 6: return f(std::integral_constant<int, 6>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    case 8: return f(std::integral_constant<int, 8>{});
-    case 9: return f(std::integral_constant<int, 9>{});
-    case 10: return f(std::integral_constant<int, 10>{});
-    case 11: return f(std::integral_constant<int, 11>{});
-    default: return f(std::integral_constant<int, 12>{});
-  }
-}
 
 // 32 rows x T tokens over all units: acc[h][t] holds rows 16h..16h+15 of token t.
 template <int T>
@@ -169,7 +153,7 @@ void gemm_bf16_avx512(const uint16_t* w, int64_t M, int64_t K, const uint16_t* x
     panel_masks(M, r0, &m0, &m1);
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t t0 = b * kBlockTokens;
-      for_block_tokens(std::min<int64_t>(kBlockTokens, N - t0), [&](auto T) {
+      for_token_count<kBlockTokens>(N - t0, [&](auto T) {
         micro_bf16<decltype(T)::value>(panel, xp + b * units * kBlockTokens, units, y + t0 * y_stride + r0, y_stride, m0, m1);
       });
     }
@@ -192,7 +176,7 @@ void gemm_i8_vnni(const int8_t* w, const float* w_scale, int64_t M, int64_t K, c
     panel_masks(M, r0, &m0, &m1);
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t t0 = b * kBlockTokens;
-      for_block_tokens(std::min<int64_t>(kBlockTokens, N - t0), [&](auto T) {
+      for_token_count<kBlockTokens>(N - t0, [&](auto T) {
         micro_i8<decltype(T)::value>(panel, xp + b * units * kBlockTokens, units, x_bias + t0, x_scale + t0, w_scale + r0,
                                      y + t0 * y_stride + r0, y_stride, m0, m1);
       });
