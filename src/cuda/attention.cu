@@ -363,7 +363,7 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
   if (!launched) fail("attention: unsupported head_dim or group (check attention_supported first)", cudaErrorInvalidValue, __FILE__, __LINE__);
   SS_CUDA_CHECK_LAUNCH();
   if (p.n_splits > 1) {
-    launch(attention_combine_kernel, dim3(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_heads)), 128, stream, 
+    launch(attention_combine_kernel, dim3(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_heads)), 128, stream,
         p.partial, p.n_heads, p.n_splits, static_cast<int>(p.head_dim), p.out);
     SS_CUDA_CHECK_LAUNCH();
   }

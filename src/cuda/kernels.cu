@@ -183,12 +183,6 @@ __global__ void silu_mul_kernel(const float* gate_up, int64_t n, int64_t I, bf16
   out[i] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * gate_up[t * 2 * I + I + j]);
 }
 
-__global__ void to_bf16_kernel(const float* x, int64_t n, bf16* out) {
-  dependency_wait();
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = __float2bfloat16_rn(x[i]);
-}
-
 // Argmax as a max over 64-bit keys: the float's bits made order-preserving in the high word,
 // the inverted index in the low word (so ties go to the lowest index). Blocks of 256 threads
 // scan slices of a row and fold their best into keys[row] with one atomicMax; NaN is skipped.
@@ -283,14 +277,8 @@ void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_
 void argmax_rows(const float* logits, int64_t rows, int64_t vocab, uint64_t* keys, cudaStream_t stream) {
   if (rows == 0) return;
   SS_CUDA_CHECK(cudaMemsetAsync(keys, 0, static_cast<size_t>(rows) * 8, stream));
-  launch(argmax_kernel, dim3(static_cast<unsigned>(rows), kArgmaxSlices), 256, stream, 
-      logits, vocab, reinterpret_cast<unsigned long long*>(keys));
-  SS_CUDA_CHECK_LAUNCH();
-}
-
-void to_bf16(const float* x, int64_t n, bf16* out, cudaStream_t stream) {
-  if (n == 0) return;
-  launch(to_bf16_kernel, blocks_for(n, 256), 256, stream, x, n, out);
+  launch(argmax_kernel, dim3(static_cast<unsigned>(rows), kArgmaxSlices), 256, stream, logits, vocab,
+         reinterpret_cast<unsigned long long*>(keys));
   SS_CUDA_CHECK_LAUNCH();
 }
 

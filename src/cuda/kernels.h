@@ -105,7 +105,5 @@ inline int32_t argmax_key_index(uint64_t key) {
   return key == 0 ? 0 : static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key & 0xffffffffu));
 }
 
-// float32 -> bf16, n elements (round to nearest even).
-void to_bf16(const float* x, int64_t n, bf16* out, cudaStream_t stream);
 
 }  // namespace seekserve::cuda
