@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Per-kernel device time of decode steps (Nsight Compute, clocks left alone): where a batch-1
-# decode step of a dense model spends its time. Binaries from scripts/gpu_build.sh.
-#   bash scripts/gpu_profile.sh [BIN_DIR=.devbin] [CONFIG=configs/r1-distill-qwen-1.5b.json] [BATCH=1]
+# Per-kernel device time (Nsight Compute, clocks left alone): where a decode step (default: about
+# two batch-1 steps) or a prefill of a dense model spends its time. Binaries from
+# scripts/gpu_build.sh.
+#   bash scripts/gpu_profile.sh [BIN_DIR=.devbin] [CONFIG=configs/r1-distill-qwen-1.5b.json] [BATCH=1] \
+#        [PROMPT=16] [GEN=12] [SKIP=1500] [COUNT=600]
+# e.g. a 4,096-token prefill (the warm-up and both prefill passes): ... configs/r1-distill-llama-8b.json 1 4096 1 0 700
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
 config=${2:-configs/r1-distill-qwen-1.5b.json}
 batch=${3:-1}
+prompt=${4:-16}
+gen=${5:-12}
+skip=${6:-1500}
+count=${7:-600}
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-# Skip the warm-up, prefill and first decode steps' launches; profile about two decode steps.
-ncu --clock-control none --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip 1500 --launch-count 600 --csv \
-  "$bin/seekserve" bench --device cuda --dummy-weights --model "$config" --prompt-tokens 16 --gen-tokens 12 --batch "$batch" --json \
+# By default skip the warm-up, prefill and first decode steps' launches and profile about two
+# decode steps.
+ncu --clock-control none --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip "$skip" --launch-count "$count" --csv \
+  "$bin/seekserve" bench --device cuda --dummy-weights --model "$config" --prompt-tokens "$prompt" --gen-tokens "$gen" --batch "$batch" --json \
   > "$out/ncu.csv" 2> "$out/ncu.err"
 python3 - "$out/ncu.csv" <<'PY'
 import csv, sys, collections

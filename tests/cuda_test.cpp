@@ -118,8 +118,70 @@ TEST_F(CudaTest, GemvAndGemmMatchTheReferenceMatmul) {
             expect[static_cast<size_t>(t * M + r)] += start[static_cast<size_t>(t * M + r)] + (with_bias ? bias[static_cast<size_t>(r)] : 0.0f);
         EXPECT_LE(rel_error(got, expect), 1e-5);
       }
+      if (n > kGemvMaxTokens) {  // bf16 output: one rounding of the float32 result
+        DeviceBuffer<bf16> d_half;
+        ASSERT_TRUE(d_half.reserve(static_cast<size_t>(n * M)).ok());
+        gemm.run(d_w.data(), M, K, d_x.data(), n, d_half.data(), nullptr);
+        std::vector<float> half;
+        for (bf16 v : download(d_half, static_cast<size_t>(n * M))) half.push_back(bf16_value(v));
+        EXPECT_LE(rel_error(half, want), 4e-3) << "bf16 output";
+      }
     }
   }
+}
+
+// The decode GEMV building its own input (RMSNorm of picked residual rows) and finishing with
+// SwiGLU, against the reference doing norm, matmul and SwiGLU one after the other.
+TEST_F(CudaTest, GemvNormPrologueAndSwigluEpilogueMatchTheReference) {
+  ReferenceBackend reference;
+  const float eps = 1e-6f;
+  for (const auto& [M, K] : std::vector<std::pair<int64_t, int64_t>>{{37, 131}, {300, 1536}, {64, 5000}, {2000, 24}}) {
+    const std::vector<float> w = random(static_cast<size_t>(M * K), 0.05f);
+    const Weight weight = weight_to_bf16(weight_from_f32(w, M, K));
+    auto d_w = upload(to_bf16_host(w));
+    for (int64_t n : {1, 3, 8}) {
+      if (!gemv_builds_input(n, K)) continue;
+      SCOPED_TRACE(std::to_string(M) + "x" + std::to_string(K) + " n=" + std::to_string(n));
+      // RMSNorm of residual rows picked through an index (as the final norm picks logit rows).
+      const int64_t n_hidden = n + 2;
+      const std::vector<float> hidden = random(static_cast<size_t>(n_hidden * K), 3.0f), norm = random(static_cast<size_t>(K));
+      std::vector<int32_t> rows(static_cast<size_t>(n));
+      for (int64_t t = 0; t < n; ++t) rows[static_cast<size_t>(t)] = static_cast<int32_t>((t * 5 + 1) % n_hidden);
+      std::vector<float> normed(static_cast<size_t>(n * K)), want(static_cast<size_t>(n * M));
+      for (int64_t t = 0; t < n; ++t)
+        reference.rms_norm(hidden.data() + rows[static_cast<size_t>(t)] * K, K, norm.data(), 1, K, eps, normed.data() + t * K, K);
+      reference.matmul(weight, normed.data(), K, n, want.data(), M);
+      auto d_hidden = upload(hidden);
+      auto d_norm = upload(norm);
+      auto d_rows = upload(rows);
+      auto d_y = upload(std::vector<float>(static_cast<size_t>(n * M), 0.0f), 64, kSentinel);
+      SS_CUDA_CHECK(cudaMemset(d_y.data(), 0xff, static_cast<size_t>(n * M) * 4));  // NaN poison: every output written
+      gemv(d_w.data(), M, K, GemvInput::normed(d_hidden.data(), d_rows.data(), d_norm.data(), eps), n, nullptr, false, d_y.data(), M, nullptr);
+      std::vector<float> got = download(d_y, static_cast<size_t>(n * M + 64));
+      for (size_t i = static_cast<size_t>(n * M); i < got.size(); ++i) ASSERT_EQ(got[i], kSentinel) << "sentinel overwritten";
+      got.resize(static_cast<size_t>(n * M));
+      // Both sides round the normed input to bf16; the sums of squares differ in order only.
+      EXPECT_LE(rel_error(got, want), 1e-4) << "rms_norm prologue";
+
+      // Gate and up rows side by side with SwiGLU on the way out: w2 holds 2M rows (gate, up).
+      const std::vector<float> w2 = random(static_cast<size_t>(2 * M * K), 0.05f);
+      const Weight gate_up = weight_to_bf16(weight_from_f32(w2, 2 * M, K));
+      auto d_w2 = upload(to_bf16_host(w2));
+      std::vector<float> gu(static_cast<size_t>(n * 2 * M)), act(static_cast<size_t>(n * M));
+      reference.matmul(gate_up, normed.data(), K, n, gu.data(), 2 * M);
+      for (int64_t t = 0; t < n; ++t) reference.silu_mul(gu.data() + t * 2 * M, gu.data() + t * 2 * M + M, M, act.data() + t * M);
+      DeviceBuffer<bf16> d_act;
+      ASSERT_TRUE(d_act.reserve(static_cast<size_t>(n * M + 16)).ok());
+      SS_CUDA_CHECK(cudaMemset(d_act.data(), 0xff, static_cast<size_t>(n * M + 16) * 2));  // NaN poison
+      gemv_swiglu(d_w2.data(), M, K, GemvInput::normed(d_hidden.data(), d_rows.data(), d_norm.data(), eps), n, d_act.data(), nullptr);
+      const std::vector<bf16> act_bits = download(d_act, static_cast<size_t>(n * M + 16));
+      std::vector<float> got_act;
+      for (size_t i = 0; i < static_cast<size_t>(n * M); ++i) got_act.push_back(bf16_value(act_bits[i]));
+      for (size_t i = static_cast<size_t>(n * M); i < act_bits.size(); ++i) ASSERT_TRUE(std::isnan(bf16_value(act_bits[i]))) << "written past the end";
+      EXPECT_LE(rel_error(got_act, act), 4e-3) << "swiglu epilogue";  // one bf16 rounding
+    }
+  }
+  EXPECT_FALSE(gemv_builds_input(8, 8192));  // 128 KiB of staged input: the caller runs the kernels apart
 }
 
 TEST_F(CudaTest, RmsNormSiluAndEmbeddingMatchTheReference) {
@@ -149,6 +211,19 @@ TEST_F(CudaTest, RmsNormSiluAndEmbeddingMatchTheReference) {
     std::vector<float> act;
     for (bf16 v : download(d_act, static_cast<size_t>(n * dim))) act.push_back(bf16_value(v));
     EXPECT_LE(rel_error(act, expect), 4e-3) << "silu_mul dim " << dim;  // one bf16 rounding
+
+    // The same from bf16 gate/up rows (cuBLASLt's bf16 output), against the reference on the
+    // rounded inputs.
+    std::vector<float> rounded = gate_up;
+    for (float& v : rounded) v = round_to_bf16(v);
+    for (int64_t t = 0; t < n; ++t)
+      reference.silu_mul(rounded.data() + t * 2 * dim, rounded.data() + t * 2 * dim + dim, dim, expect.data() + t * dim);
+    auto d_gu_bf16 = upload(to_bf16_host(gate_up));
+    SS_CUDA_CHECK(cudaMemset(d_act.data(), 0xff, static_cast<size_t>(n * dim) * 2));
+    silu_mul(d_gu_bf16.data(), n, dim, d_act.data(), nullptr);
+    act.clear();
+    for (bf16 v : download(d_act, static_cast<size_t>(n * dim))) act.push_back(bf16_value(v));
+    EXPECT_LE(rel_error(act, expect), 4e-3) << "silu_mul from bf16, dim " << dim;
   }
   // Embedding rows gathered by id, widened exactly.
   const int64_t vocab = 50, dim = 33;
@@ -327,13 +402,18 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     // The same step with the positions cut into 5 slices (split-KV), merged afterwards.
     DeviceBuffer<float> d_partial;
     ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(attention_partial_floats(1, n_heads, 5, D))).ok());
+    auto d_counters = upload(std::vector<int>(static_cast<size_t>(n_kv), 0));
     dp.n_splits = 5;
     dp.partial = d_partial.data();
-    SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (want.size() + 8) * 2));
-    attention(dp, nullptr);
-    got.clear();
-    for (bf16 v : download(d_out, want_next.size())) got.push_back(bf16_value(v));
-    EXPECT_LE(rel_error(got, want_next), 8e-3) << "split-KV decode attention";
+    dp.split_counters = d_counters.data();
+    for (int run = 0; run < 2; ++run) {  // the merging block leaves the counters ready for the next step
+      SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (want.size() + 8) * 2));
+      attention(dp, nullptr);
+      got.clear();
+      for (bf16 v : download(d_out, want_next.size())) got.push_back(bf16_value(v));
+      EXPECT_LE(rel_error(got, want_next), 8e-3) << "split-KV decode attention, run " << run;
+    }
+    EXPECT_EQ(download(d_counters, static_cast<size_t>(n_kv)), std::vector<int>(static_cast<size_t>(n_kv), 0));
   }
 }
 

@@ -208,10 +208,15 @@ int run_bench(const BenchFlags& f) {
   out["measured_bandwidth_GBps"] = bandwidth;
   out["bandwidth_share"] = share;
   if (gpu) {
-    // Prefill FLOPs: 2 per weight per token (embedding excluded; attention not counted).
-    const double flops = 2.0 * static_cast<double>(info.weight_bytes - info.embedding_bytes) / 2.0 *
-                         static_cast<double>(f.prompt_tokens * f.batch);
+    // Prefill FLOPs: 2 per weight per token (embedding excluded), plus the causal attention's
+    // q.k and p.v over the P (P + 1) / 2 (query, key) pairs of each prompt.
+    const double matmul_flops = 2.0 * static_cast<double>(info.weight_bytes - info.embedding_bytes) / 2.0 *
+                                static_cast<double>(f.prompt_tokens * f.batch);
+    const double pairs = static_cast<double>(f.prompt_tokens) * static_cast<double>(f.prompt_tokens + 1) / 2.0 * static_cast<double>(f.batch);
+    const double attention_flops = static_cast<double>(info.attention_flops_per_pair) * pairs;
+    const double flops = matmul_flops + attention_flops;
     out["measured_bf16_gemm_TFLOPs"] = gemm_tflops;
+    out["prefill_attention_flop_share"] = attention_flops / flops;
     out["prefill_TFLOPs"] = flops / prefill_s / 1e12;
     out["prefill_gemm_share"] = gemm_tflops > 0 ? flops / prefill_s / 1e12 / gemm_tflops : 0.0;
   }

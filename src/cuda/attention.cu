@@ -1,5 +1,5 @@
-// Attention kernels: paged decode attention (split-KV, optional fused RoPE) and the tensor-core
-// prefill attention; their launchers are declared in kernels.h.
+// Paged decode attention (split-KV, optional fused RoPE); the prefill kernel is in
+// flash_prefill.cu. Launchers are declared in kernels.h.
 #include <cfloat>
 
 #include "cuda/kernel_support.cuh"
@@ -12,16 +12,13 @@ namespace {
 
 constexpr int kAttentionWarps = 8;
 
-// One block per (token, KV head): its kAttentionWarps warps split the visible positions, each
-// keeping an online softmax for the G query heads that share the KV head, then merge. A lane
-// holds E = D / 32 (at least 1) dims of each head, so each key/value row is one coalesced read.
+// One block per (token, KV head, split): its kAttentionWarps warps split the slice's positions,
+// each keeping online softmaxes for the G query heads that share the KV head, then merge.
 template <int D, int G>
-__global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(AttentionParams p) {
+__global__ void __launch_bounds__(kAttentionWarps * 32, G <= 4 ? 2 : 1) attention_kernel(AttentionParams p) {
   dependency_wait();
-  constexpr int E = D >= 32 ? D / 32 : 1;
   const int64_t t = blockIdx.x, kvh = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const bool active = lane * E < D;
   const int32_t* table = p.block_tables + static_cast<int64_t>(p.token_seq[t]) * p.table_stride;
   const int64_t n_visible = static_cast<int64_t>(p.positions[t]) + 1;
   const int64_t kv_width = p.n_kv_heads * D;
@@ -56,54 +53,106 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
     q_src = &s_q[0][0];
   }
 
-  float q[G][E], acc[G][E], m[G], l[G];
+  // Lanes work in groups of kLanes = D / 8, one group per key: a lane holds 8 dims (one 16-byte
+  // load per key or value row), so a warp scores kKeys = 32 / kLanes keys at once and each dot
+  // product needs log2(kLanes) shuffles (a shuffle per lane per head and key was the bottleneck
+  // of a warp-per-key layout). Each group keeps its own online softmax over its positions.
+  constexpr int kLanes = D / 8, kKeys = 32 / kLanes, kStride = kKeys * kAttentionWarps;
+  const int sub = lane % kLanes, stream = warp * kKeys + lane / kLanes;
+  float q[G][8], acc[G][8], m[G], l[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     m[g] = -FLT_MAX;
     l[g] = 0.0f;
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      q[g][e] = active ? q_src[g * D + lane * E + e] * p.scale : 0.0f;
+    for (int e = 0; e < 8; ++e) {
+      q[g][e] = q_src[g * D + sub * 8 + e] * p.scale;
       acc[g][e] = 0.0f;
     }
   }
-  // Software-pipelined: the next position's key and value are loaded before this one's math,
-  // so each warp keeps a table lookup and two row loads in flight behind its shuffles.
-  auto load_row = [&](int64_t s, float (&k)[E], float (&v)[E]) {
-    const int64_t row = static_cast<int64_t>(table[s / p.block_size]) * p.block_size + s % p.block_size;
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      k[e] = active ? __bfloat162float(p.k_pool[row * kv_width + kvh * D + lane * E + e]) : 0.0f;
-      v[e] = active ? __bfloat162float(p.v_pool[row * kv_width + kvh * D + lane * E + e]) : 0.0f;
-    }
-  };
   // Split-KV (flash decoding): block z of p.n_splits takes an equal slice of the positions.
-  const int64_t span = (n_visible + p.n_splits - 1) / p.n_splits;
-  const int64_t begin = blockIdx.z * span, end = min(n_visible, begin + span);
-  float k_next[E], v_next[E];
-  if (begin + warp < end) load_row(begin + warp, k_next, v_next);
-  for (int64_t s = begin + warp; s < end; s += kAttentionWarps) {
-    float k[E], v[E];
+  const int span = static_cast<int>((n_visible + p.n_splits - 1) / p.n_splits);
+  const int begin = static_cast<int>(blockIdx.z) * span, end = static_cast<int>(min(n_visible, static_cast<int64_t>(begin) + span));
+  // The slice's block-table entries in shared memory (when they fit), so a row's address costs a
+  // shared read instead of a dependent global load ahead of every row load. Positions and block
+  // sizes fit in 32 bits; 64-bit division would cost ~100 instructions a row.
+  const int block_size = static_cast<int>(p.block_size);
+  constexpr int kTableCache = 512;
+  __shared__ int s_table[kTableCache];
+  const int first_entry = begin / block_size;
+  const bool cached = end <= begin || (end - 1) / block_size - first_entry < kTableCache;
+  if (cached)
+    for (int i = threadIdx.x; first_entry + i <= (end - 1) / block_size && i < kTableCache; i += blockDim.x) s_table[i] = table[first_entry + i];
+  __syncthreads();
+  // A row's key and value chunk (8 dims), raw: converted to float when used, so the loads in
+  // flight cost 8 registers a position, not 16.
+  auto load_row = [&](int s, uint4& kb, uint4& vb) {
+    const int entry = cached ? s_table[s / block_size - first_entry] : table[s / block_size];
+    const int64_t row = static_cast<int64_t>(entry) * block_size + s % block_size;
+    const int64_t at = row * kv_width + kvh * D + sub * 8;
+    kb = *reinterpret_cast<const uint4*>(p.k_pool + at);
+    vb = *reinterpret_cast<const uint4*>(p.v_pool + at);
+  };
+  // Software-pipelined two positions deep: the rows of the next two positions of a lane's stream
+  // are in flight while it scores this one. Every lane of a warp runs the same trip count (the
+  // shuffles need the whole warp); groups past the end compute on zeros and skip the update.
+  const int warp_first = begin + warp * kKeys;
+  uint4 kb_next[2] = {}, vb_next[2] = {};
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      k[e] = k_next[e];
-      v[e] = v_next[e];
+  for (int d = 0; d < 2; ++d)
+    if (begin + stream + d * kStride < end) load_row(begin + stream + d * kStride, kb_next[d], vb_next[d]);
+  for (int base = warp_first; base < end; base += kStride) {
+    const int s = base + (stream - warp * kKeys);
+    float k[8], v[8];
+    {
+      const __nv_bfloat162* kp = reinterpret_cast<const __nv_bfloat162*>(&kb_next[0]);
+      const __nv_bfloat162* vp = reinterpret_cast<const __nv_bfloat162*>(&vb_next[0]);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 kf = __bfloat1622float2(kp[j]), vf = __bfloat1622float2(vp[j]);
+        k[2 * j] = kf.x, k[2 * j + 1] = kf.y, v[2 * j] = vf.x, v[2 * j + 1] = vf.y;
+      }
     }
-    if (s + kAttentionWarps < end) load_row(s + kAttentionWarps, k_next, v_next);
+    kb_next[0] = kb_next[1];
+    vb_next[0] = vb_next[1];
+    if (s + 2 * kStride < end) load_row(s + 2 * kStride, kb_next[1], vb_next[1]);
+    const bool valid = s < end;
+    float dot[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      float dot = 0.0f;
+      dot[g] = 0.0f;
 #pragma unroll
-      for (int e = 0; e < E; ++e) dot = fmaf(q[g][e], k[e], dot);
-      dot = warp_sum(dot);
-      const float m_new = fmaxf(m[g], dot);
-      const float correction = __expf(m[g] - m_new), weight = __expf(dot - m_new);
-      l[g] = l[g] * correction + weight;
+      for (int e = 0; e < 8; ++e) dot[g] = fmaf(q[g][e], k[e], dot[g]);
+    }
 #pragma unroll
-      for (int e = 0; e < E; ++e) acc[g][e] = fmaf(weight, v[e], acc[g][e] * correction);
-      m[g] = m_new;
+    for (int offset = kLanes / 2; offset > 0; offset >>= 1)
+#pragma unroll
+      for (int g = 0; g < G; ++g) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], offset);
+    if (valid) {
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float m_new = fmaxf(m[g], dot[g]);
+        const float correction = __expf(m[g] - m_new), weight = __expf(dot[g] - m_new);
+        l[g] = l[g] * correction + weight;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(weight, v[e], acc[g][e] * correction);
+        m[g] = m_new;
+      }
     }
   }
+  // Fold the warp's kKeys groups into one state (lanes with the same sub hold the same dims).
+#pragma unroll
+  for (int offset = kLanes; offset < 32; offset <<= 1)
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float m_other = __shfl_xor_sync(0xffffffffu, m[g], offset), l_other = __shfl_xor_sync(0xffffffffu, l[g], offset);
+      const float m_new = fmaxf(m[g], m_other);
+      const float f_mine = l[g] > 0.0f ? __expf(m[g] - m_new) : 0.0f, f_other = l_other > 0.0f ? __expf(m_other - m_new) : 0.0f;
+      l[g] = l[g] * f_mine + l_other * f_other;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[g][e] = acc[g][e] * f_mine + __shfl_xor_sync(0xffffffffu, acc[g][e], offset) * f_other;
+      m[g] = m_new;
+    }
   __shared__ float s_m[kAttentionWarps][G], s_l[kAttentionWarps][G], s_acc[kAttentionWarps][G][D];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -111,9 +160,9 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
       s_m[warp][g] = m[g];
       s_l[warp][g] = l[g];
     }
-    if (active)
+    if (lane < kLanes)
 #pragma unroll
-      for (int e = 0; e < E; ++e) s_acc[warp][g][lane * E + e] = acc[g][e];
+      for (int e = 0; e < 8; ++e) s_acc[warp][g][sub * 8 + e] = acc[g][e];
   }
   __syncthreads();
   for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
@@ -130,7 +179,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
     const int64_t h = kvh * G + g;
     if (p.n_splits == 1) {
       p.out[t * p.n_heads * D + h * D + d] = __float2bfloat16_rn(a_all / l_all);
-    } else {  // this slice's (max, sum, unnormalized output), merged by attention_combine_kernel
+    } else {  // this slice's (max, sum, unnormalized output)
       float* part = p.partial + ((t * p.n_heads + h) * p.n_splits + blockIdx.z) * (D + 2);
       if (d == 0) {
         part[0] = m_all;
@@ -139,26 +188,38 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_kernel(Attenti
       part[2 + d] = a_all;
     }
   }
-}
-
-// Merges the split-KV slices of one (token, head): rescale each slice to the common max.
-__global__ void attention_combine_kernel(const float* partial, int64_t n_heads, int64_t n_splits, int D, bf16* out) {
-  dependency_wait();
-  const int64_t t = blockIdx.x, h = blockIdx.y;
-  const float* part = partial + (t * n_heads + h) * n_splits * (D + 2);
-  float m_all = -FLT_MAX;
-  for (int64_t s = 0; s < n_splits; ++s)
-    if (part[s * (D + 2) + 1] > 0.0f) m_all = fmaxf(m_all, part[s * (D + 2)]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+  if (p.n_splits == 1) return;
+  // Split-KV: the last slice of this (token, KV head) to finish merges them all, rescaling each
+  // to the common max (no separate combine kernel: one launch less per layer). The fence makes
+  // this block's slice visible before the counter says it is done.
+  __shared__ bool s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = p.split_counters + t * p.n_kv_heads + kvh;
+    s_last = atomicAdd(counter, 1) == p.n_splits - 1;
+    if (s_last) *counter = 0;  // ready for the next step
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
+    const int g = idx / D, d = idx % D;
+    const int64_t h = kvh * G + g;
+    const float* part = p.partial + (t * p.n_heads + h) * p.n_splits * (D + 2);
+    float m_all = -FLT_MAX;
+    for (int64_t s = 0; s < p.n_splits; ++s)
+      if (__ldcg(part + s * (D + 2) + 1) > 0.0f) m_all = fmaxf(m_all, __ldcg(part + s * (D + 2)));
     float l_all = 0.0f, a_all = 0.0f;
-    for (int64_t s = 0; s < n_splits; ++s) {
+    for (int64_t s = 0; s < p.n_splits; ++s) {
       const float* slice = part + s * (D + 2);
-      if (slice[1] == 0.0f) continue;  // an empty slice
-      const float f = __expf(slice[0] - m_all);
-      l_all += slice[1] * f;
-      a_all += slice[2 + d] * f;
+      const float l = __ldcg(slice + 1);
+      if (l == 0.0f) continue;  // an empty slice
+      const float f = __expf(__ldcg(slice) - m_all);
+      l_all += l * f;
+      a_all += __ldcg(slice + 2 + d) * f;
     }
-    out[t * n_heads * D + h * D + d] = __float2bfloat16_rn(a_all / l_all);
+    p.out[t * p.n_heads * D + h * D + d] = __float2bfloat16_rn(a_all / l_all);
   }
 }
 
@@ -181,168 +242,6 @@ bool launch_attention_d(const AttentionParams& p, int64_t group, cudaStream_t st
   }
 }
 
-// ---- Prefill attention on tensor cores -------------------------------------------------
-// FlashAttention-2 style with mma.sync m16n8k16 (bf16 in, float32 accumulate): a block of 4
-// warps takes up to 64 query rows of one sequence and one head; each warp owns 16 rows and keeps
-// their scores, running max and sum, and output in registers while the block streams the
-// sequence's keys and values (gathered through its block table) 64 positions at a time through
-// shared memory. Scores are kept in base 2 (scale * log2 e folded into q).
-
-constexpr int kFlashKeys = 64;  // key positions per shared-memory tile
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(bf16 lo, bf16 hi) {
-  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
-         (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
-}
-
-template <int D>
-__global__ void __launch_bounds__(128) flash_prefill_kernel(AttentionParams p, const int32_t* tiles) {
-  dependency_wait();
-  constexpr int kSteps = D / 16;   // k-steps of Q K^T
-  constexpr int kDimBlocks = D / 8;  // n-blocks of P V
-  constexpr int kPad = 8;          // row padding (16 bytes) against bank conflicts
-  __shared__ __align__(16) bf16 s_k[kFlashKeys][D + kPad];
-  __shared__ __align__(16) bf16 s_v[kFlashKeys][D + kPad];
-
-  const int32_t seq = tiles[blockIdx.x * 3], row0 = tiles[blockIdx.x * 3 + 1], n_rows = tiles[blockIdx.x * 3 + 2];
-  const int64_t h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads), kv_width = p.n_kv_heads * D;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.table_stride;
-  const int64_t last_position = p.positions[row0 + n_rows - 1];  // positions grow within a chunk
-
-  // This thread's two rows (g and g + 8 of the warp's 16) and the positions they may see.
-  const int r_lo = warp * 16 + g, r_hi = r_lo + 8;
-  const int64_t pos_lo = r_lo < n_rows ? p.positions[row0 + r_lo] : -1;
-  const int64_t pos_hi = r_hi < n_rows ? p.positions[row0 + r_hi] : -1;
-  const float q_scale = p.scale * 1.4426950408889634f;
-  uint32_t qa[kSteps][4];
-  {
-    const float* q_lo = p.q + static_cast<int64_t>(row0 + r_lo) * p.q_stride + h * D;
-    const float* q_hi = p.q + static_cast<int64_t>(row0 + r_hi) * p.q_stride + h * D;
-#pragma unroll
-    for (int ks = 0; ks < kSteps; ++ks) {
-      const int c = ks * 16 + q4 * 2;
-      qa[ks][0] = pos_lo >= 0 ? pack_bf16(q_lo[c] * q_scale, q_lo[c + 1] * q_scale) : 0u;
-      qa[ks][1] = pos_hi >= 0 ? pack_bf16(q_hi[c] * q_scale, q_hi[c + 1] * q_scale) : 0u;
-      qa[ks][2] = pos_lo >= 0 ? pack_bf16(q_lo[c + 8] * q_scale, q_lo[c + 9] * q_scale) : 0u;
-      qa[ks][3] = pos_hi >= 0 ? pack_bf16(q_hi[c + 8] * q_scale, q_hi[c + 9] * q_scale) : 0u;
-    }
-  }
-  float o[kDimBlocks][4] = {};
-  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
-
-  for (int64_t key0 = 0; key0 <= last_position; key0 += kFlashKeys) {
-    __syncthreads();  // the previous tile is no longer read
-    // Gather 64 key and value rows (16-byte chunks) from the paged cache; zero past the end.
-    for (int idx = threadIdx.x; idx < kFlashKeys * (D / 8); idx += blockDim.x) {
-      const int r = idx / (D / 8), c = (idx % (D / 8)) * 8;
-      const int64_t s = key0 + r;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-      if (s <= last_position) {
-        const int64_t slot = static_cast<int64_t>(table[s / p.block_size]) * p.block_size + s % p.block_size;
-        kv = *reinterpret_cast<const uint4*>(p.k_pool + slot * kv_width + kvh * D + c);
-        vv = *reinterpret_cast<const uint4*>(p.v_pool + slot * kv_width + kvh * D + c);
-      }
-      *reinterpret_cast<uint4*>(&s_k[r][c]) = kv;
-      *reinterpret_cast<uint4*>(&s_v[r][c]) = vv;
-    }
-    __syncthreads();
-
-    // S = Q K^T for this warp's 16 rows x 64 keys: 8 n-blocks of 8 keys.
-    float sc[kFlashKeys / 8][4];
-#pragma unroll
-    for (int nb = 0; nb < kFlashKeys / 8; ++nb) {
-      sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
-#pragma unroll
-      for (int ks = 0; ks < kSteps; ++ks) {
-        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&s_k[nb * 8 + g][ks * 16 + q4 * 2]);
-        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&s_k[nb * 8 + g][ks * 16 + 8 + q4 * 2]);
-        mma_bf16(sc[nb], qa[ks], b0, b1);
-      }
-    }
-    // Causal mask, then the online softmax per row (a row's 64 scores live in one quad).
-    float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < kFlashKeys / 8; ++nb)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int64_t s = key0 + nb * 8 + q4 * 2 + j;
-        if (s > pos_lo) sc[nb][j] = -INFINITY;
-        if (s > pos_hi) sc[nb][2 + j] = -INFINITY;
-        mx_lo = fmaxf(mx_lo, sc[nb][j]);
-        mx_hi = fmaxf(mx_hi, sc[nb][2 + j]);
-      }
-#pragma unroll
-    for (int offset = 1; offset < 4; offset <<= 1) {
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, offset));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, offset));
-    }
-    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
-    const float base_lo = new_lo == -INFINITY ? 0.0f : new_lo, base_hi = new_hi == -INFINITY ? 0.0f : new_hi;
-    const float corr_lo = exp2f(m_lo - base_lo), corr_hi = exp2f(m_hi - base_hi);
-    m_lo = new_lo;
-    m_hi = new_hi;
-    l_lo *= corr_lo;
-    l_hi *= corr_hi;
-#pragma unroll
-    for (int db = 0; db < kDimBlocks; ++db) {
-      o[db][0] *= corr_lo;
-      o[db][1] *= corr_lo;
-      o[db][2] *= corr_hi;
-      o[db][3] *= corr_hi;
-    }
-    uint32_t pa[kFlashKeys / 16][4];
-#pragma unroll
-    for (int nb = 0; nb < kFlashKeys / 8; ++nb) {
-      const float p0 = exp2f(sc[nb][0] - base_lo), p1 = exp2f(sc[nb][1] - base_lo);
-      const float p2 = exp2f(sc[nb][2] - base_hi), p3 = exp2f(sc[nb][3] - base_hi);
-      l_lo += p0 + p1;
-      l_hi += p2 + p3;
-      // The score fragment of n-blocks 2k and 2k+1 is the A fragment of keys 16k..16k+15.
-      pa[nb / 2][(nb % 2) * 2 + 0] = pack_bf16(p0, p1);
-      pa[nb / 2][(nb % 2) * 2 + 1] = pack_bf16(p2, p3);
-    }
-    // O += P V: B fragments pair two keys of one value column.
-#pragma unroll
-    for (int db = 0; db < kDimBlocks; ++db)
-#pragma unroll
-      for (int kk = 0; kk < kFlashKeys / 16; ++kk) {
-        const int k = kk * 16 + q4 * 2, d = db * 8 + g;
-        const uint32_t b0 = pack_bf16(s_v[k][d], s_v[k + 1][d]);
-        const uint32_t b1 = pack_bf16(s_v[k + 8][d], s_v[k + 9][d]);
-        mma_bf16(o[db], pa[kk], b0, b1);
-      }
-  }
-#pragma unroll
-  for (int offset = 1; offset < 4; offset <<= 1) {
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, offset);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, offset);
-  }
-  const int64_t out_stride = p.n_heads * D;
-#pragma unroll
-  for (int db = 0; db < kDimBlocks; ++db) {
-    const int d = db * 8 + q4 * 2;
-    if (pos_lo >= 0)
-      *reinterpret_cast<__nv_bfloat162*>(p.out + (row0 + r_lo) * out_stride + h * D + d) =
-          __floats2bfloat162_rn(o[db][0] / l_lo, o[db][1] / l_lo);
-    if (pos_hi >= 0)
-      *reinterpret_cast<__nv_bfloat162*>(p.out + (row0 + r_hi) * out_stride + h * D + d) =
-          __floats2bfloat162_rn(o[db][2] / l_hi, o[db][3] / l_hi);
-  }
-}
-
 }  // namespace
 
 bool attention_supported(int64_t head_dim, int64_t group) {
@@ -361,26 +260,6 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
     default: break;
   }
   if (!launched) fail("attention: unsupported head_dim or group (check attention_supported first)", cudaErrorInvalidValue, __FILE__, __LINE__);
-  SS_CUDA_CHECK_LAUNCH();
-  if (p.n_splits > 1) {
-    launch(attention_combine_kernel, dim3(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_heads)), 128, stream,
-        p.partial, p.n_heads, p.n_splits, static_cast<int>(p.head_dim), p.out);
-    SS_CUDA_CHECK_LAUNCH();
-  }
-}
-
-bool attention_prefill_supported(int64_t head_dim) { return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128; }
-
-void attention_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n_tiles, cudaStream_t stream) {
-  if (n_tiles == 0) return;
-  const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(p.n_heads));
-  switch (p.head_dim) {
-    case 16: launch(flash_prefill_kernel<16>, grid, 128, stream, p, tiles); break;
-    case 32: launch(flash_prefill_kernel<32>, grid, 128, stream, p, tiles); break;
-    case 64: launch(flash_prefill_kernel<64>, grid, 128, stream, p, tiles); break;
-    case 128: launch(flash_prefill_kernel<128>, grid, 128, stream, p, tiles); break;
-    default: fail("attention_prefill: unsupported head_dim", cudaErrorInvalidValue, __FILE__, __LINE__);
-  }
   SS_CUDA_CHECK_LAUNCH();
 }
 

@@ -114,6 +114,33 @@ class CudaDenseLM final : public CausalLM {
     gemm_.run(w.data.data(), w.rows, w.cols, x, n, accumulate, y, stream_);
     if (bias) add_bias(bias, n, w.rows, y, stream_);
   }
+  // y (+)= rms_norm(hidden[rows]) w^T for n rows: the norm built inside the GEMV's prologue when
+  // it fits there (decode), else by its own kernel into `normed`.
+  void normed_linear(const DeviceMatrix& w, const float* hidden, const int32_t* rows, int64_t n, const float* norm_weight,
+                     const float* bias, bf16* normed, float* y) {
+    if (fuse_inputs_ && n <= kGemvMaxTokens && gemv_builds_input(n, w.cols))
+      return gemv(w.data.data(), w.rows, w.cols, GemvInput::normed(hidden, rows, norm_weight, config_.rms_norm_eps), n, bias, false, y,
+                  w.rows, stream_);
+    rms_norm(hidden, rows, norm_weight, n, w.cols, config_.rms_norm_eps, normed, stream_);
+    linear(w, normed, n, bias, false, y);
+  }
+  // The MLP: hidden += swiglu(rms_norm(hidden) w_gate_up^T) w_down^T. Decode-sized steps make
+  // the SwiGLU input in one GEMV (norm, gate and up rows side by side, SwiGLU on the way out).
+  void mlp(const Layer& layer, float* hidden, int64_t n) {
+    const int64_t I = config_.intermediate_size;
+    if (fuse_inputs_ && n <= kGemvMaxTokens && gemv_builds_input(n, layer.gate_up.cols)) {
+      gemv_swiglu(layer.gate_up.data.data(), I, layer.gate_up.cols,
+                  GemvInput::normed(hidden, nullptr, layer.post_attention_norm.data(), config_.rms_norm_eps), n, act_.data(), stream_);
+    } else if (n <= kGemvMaxTokens) {
+      normed_linear(layer.gate_up, hidden, nullptr, n, layer.post_attention_norm.data(), nullptr, normed_.data(), gate_up_.data());
+      silu_mul(gate_up_.data(), n, I, act_.data(), stream_);
+    } else {  // gate and up come out of cuBLASLt as bf16 (as they would in a bf16 model): half the bytes
+      rms_norm(hidden, nullptr, layer.post_attention_norm.data(), n, config_.hidden_size, config_.rms_norm_eps, normed_.data(), stream_);
+      gemm_.run(layer.gate_up.data.data(), layer.gate_up.rows, layer.gate_up.cols, normed_.data(), n, gate_up_bf16_.data(), stream_);
+      silu_mul(gate_up_bf16_.data(), n, I, act_.data(), stream_);
+    }
+    linear(layer.down, act_.data(), n, nullptr, true, hidden);
+  }
   // What one forward pass enqueues: everything a captured graph depends on besides buffers.
   struct StepShape {
     int64_t n = 0, n_logits = 0, n_seqs = 0, table_stride = 0, block_size = 0;
@@ -160,7 +187,9 @@ class CudaDenseLM final : public CausalLM {
   int64_t act_tokens_ = 0, act_logits_ = 0;
   DeviceBuffer<float> hidden_, qkv_, gate_up_, logits_, observed_;
   DeviceBuffer<bf16> normed_, attn_out_, act_, logit_normed_;
+  DeviceBuffer<bf16> gate_up_bf16_;  // [n, 2I] gate|up of GEMM-sized steps (gate_up_: GEMV-sized, float)
   DeviceBuffer<float> partial_;     // split-KV attention slices (kernels.h)
+  DeviceBuffer<int> split_counters_;  // split-KV slices finished per (token, KV head), kept zero between steps
   DeviceBuffer<uint64_t> argmax_;  // argmax keys (kernels.h)
   uint64_t* host_argmax_ = nullptr;
 
@@ -168,6 +197,9 @@ class CudaDenseLM final : public CausalLM {
   // work (events) and the whole call, printed at exit (where a step's time goes).
   bool timing_ = std::getenv("SEEKSERVE_CUDA_STEP_TIMING") != nullptr;
   bool use_graphs_ = std::getenv("SEEKSERVE_CUDA_NO_GRAPHS") == nullptr;  // to compare with direct launches
+  // SEEKSERVE_CUDA_NO_FUSION=1: RMSNorm and SwiGLU as kernels of their own at every size (to
+  // measure what folding them into the decode GEMVs saves).
+  bool fuse_inputs_ = std::getenv("SEEKSERVE_CUDA_NO_FUSION") == nullptr;
   cudaEvent_t timing_start_ = nullptr, timing_stop_ = nullptr;
   double host_ms_ = 0, device_ms_ = 0, call_ms_ = 0;
   int64_t timed_steps_ = 0;
@@ -219,6 +251,7 @@ Status CudaDenseLM::bind(ConfigReader& reader, WeightBinder& binder) {
   }
   info_.weight_bytes = binder.bytes_bound();
   info_.embedding_bytes = embed.bytes();
+  info_.attention_flops_per_pair = 4 * a.n_heads * a.head_dim * c.n_layers;  // 2 for q.k, 2 for p.v, per head dim
   {
     std::vector<int32_t> positions(static_cast<size_t>(info_.max_positions));
     for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(i);
@@ -260,8 +293,11 @@ Status CudaDenseLM::ensure_activations(int64_t n, int64_t n_logits) {
     SS_RETURN_IF_ERROR(normed_.reserve(N * c.hidden_size));
     SS_RETURN_IF_ERROR(qkv_.reserve(N * (a.n_heads + 2 * a.n_kv_heads) * a.head_dim));
     SS_RETURN_IF_ERROR(attn_out_.reserve(N * a.n_heads * a.head_dim));
-    SS_RETURN_IF_ERROR(gate_up_.reserve(N * 2 * c.intermediate_size));
+    SS_RETURN_IF_ERROR(gate_up_.reserve(std::min<size_t>(N, kGemvMaxTokens) * 2 * c.intermediate_size));
+    if (n > kGemvMaxTokens) SS_RETURN_IF_ERROR(gate_up_bf16_.reserve(N * 2 * c.intermediate_size));
     SS_RETURN_IF_ERROR(act_.reserve(N * c.intermediate_size));
+    SS_RETURN_IF_ERROR(split_counters_.reserve(N * a.n_kv_heads));
+    SS_CUDA_CHECK(cudaMemset(split_counters_.data(), 0, N * a.n_kv_heads * sizeof(int)));
     act_tokens_ = n;
     drop_graphs();
   }
@@ -436,8 +472,8 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     const Layer& layer = layers_[static_cast<size_t>(i)];
     bf16* k_cache = k_cache_[static_cast<size_t>(i)].data();
     bf16* v_cache = v_cache_[static_cast<size_t>(i)].data();
-    rms_norm(hidden, nullptr, layer.input_norm.data(), n, H, c.rms_norm_eps, normed_.data(), stream_);
-    linear(layer.qkv, normed_.data(), n, layer.qkv_bias.size() ? layer.qkv_bias.data() : nullptr, false, qkv_.data());
+    normed_linear(layer.qkv, hidden, nullptr, n, layer.input_norm.data(), layer.qkv_bias.size() ? layer.qkv_bias.data() : nullptr,
+                  normed_.data(), qkv_.data());
     // Decode steps rotate and cache inside the attention kernel; prefill does it for all rows first.
     const bool fused_rope = shape.n_tiles == 0 && shape.n == shape.n_seqs;
     if (!fused_rope) rope_and_cache(qkv_.data(), n, a.n_heads, a.n_kv_heads, D, d_cos, d_sin, dev(L.positions), interleaved, dev(L.slots), k_cache, v_cache, stream_);
@@ -460,6 +496,7 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     if (shape.n_tiles == 0) {
       p.n_splits = attention_splits(n, a.n_kv_heads, shape.table_stride * shape.block_size);
       p.partial = partial_.data();
+      p.split_counters = split_counters_.data();
     }
     if (fused_rope) {
       p.rope_cos = d_cos;
@@ -470,10 +507,7 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     if (shape.n_tiles > 0) attention_prefill(p, dev(L.tiles), shape.n_tiles, stream_);
     else attention(p, stream_);
     linear(layer.o, attn_out_.data(), n, layer.o_bias.size() ? layer.o_bias.data() : nullptr, true, hidden);
-    rms_norm(hidden, nullptr, layer.post_attention_norm.data(), n, H, c.rms_norm_eps, normed_.data(), stream_);
-    linear(layer.gate_up, normed_.data(), n, nullptr, false, gate_up_.data());
-    silu_mul(gate_up_.data(), n, c.intermediate_size, act_.data(), stream_);
-    linear(layer.down, act_.data(), n, nullptr, true, hidden);
+    mlp(layer, hidden, n);
     if (observer) observe(observer, i + 1, hidden, n);
   }
   if (observer) {
@@ -483,8 +517,7 @@ void CudaDenseLM::enqueue_forward(const StepShape& shape, const LayerObserver& o
     observe(observer, c.n_layers + 1, observed_.data(), n);
   }
   if (shape.n_logits > 0) {
-    rms_norm(hidden, dev(L.logit_rows), final_norm.data(), shape.n_logits, H, c.rms_norm_eps, logit_normed_.data(), stream_);
-    linear(*lm_head, logit_normed_.data(), shape.n_logits, nullptr, false, logits_.data());
+    normed_linear(*lm_head, hidden, dev(L.logit_rows), shape.n_logits, final_norm.data(), nullptr, logit_normed_.data(), logits_.data());
     if (shape.argmax) argmax_rows(logits_.data(), shape.n_logits, c.vocab_size, argmax_.data(), stream_);
   }
 }

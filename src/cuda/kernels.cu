@@ -1,5 +1,5 @@
-// Element-wise, normalization, GEMV, RoPE and sampling kernels of the dense decoder (attention
-// lives in attention.cu); declared in kernels.h.
+// Element-wise, normalization, RoPE and sampling kernels of the dense decoder (attention lives in
+// attention.cu, the decode GEMV in gemv.cu); declared in kernels.h.
 #include <cfloat>
 
 #include "cuda/kernel_support.cuh"
@@ -56,91 +56,6 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
   }
 }
 
-// kWarpsPerRow warps per weight row (a block of 8 warps covers 8 / kWarpsPerRow rows); each lane
-// streams 16-byte chunks (8 bf16) of the row and dots them with the same chunk of every token's
-// activations (those stay in L1/L2: n * K * 2 bytes). Several warps per row keep enough loads
-// in flight when the matrix has few rows (o_proj, down_proj of small models).
-template <int kTokens, int kWarpsPerRow>
-__global__ void __launch_bounds__(256) gemv_kernel(const bf16* __restrict__ w, int64_t M, int64_t K, const bf16* __restrict__ x,
-                                                   const float* __restrict__ bias, bool accumulate, float* y, int64_t y_stride) {
-  dependency_wait();
-  constexpr int kRowsPerBlock = 8 / kWarpsPerRow;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int part = warp % kWarpsPerRow;  // which slice of the row's chunks this warp takes
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp / kWarpsPerRow;
-  float acc[kTokens] = {};
-  if (row < M) {
-    const bf16* wr = w + row * K;
-    if (K % 8 == 0) {
-      const int64_t chunks = K / 8;
-      const uint4* w4 = reinterpret_cast<const uint4*>(wr);
-#pragma unroll 4
-      for (int64_t c = part * 32 + lane; c < chunks; c += 32 * kWarpsPerRow) {
-        const uint4 wv = __ldcs(w4 + c);  // streamed once: do not keep it in L2 at the expense of x
-        const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
-        float2 wf[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) wf[j] = __bfloat1622float2(wp[j]);
-#pragma unroll
-        for (int t = 0; t < kTokens; ++t) {
-          const uint4 xv = *reinterpret_cast<const uint4*>(x + t * K + c * 8);
-          const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const float2 xf = __bfloat1622float2(xp[j]);
-            acc[t] = fmaf(wf[j].x, xf.x, acc[t]);
-            acc[t] = fmaf(wf[j].y, xf.y, acc[t]);
-          }
-        }
-      }
-    } else {
-      for (int64_t k = part * 32 + lane; k < K; k += 32 * kWarpsPerRow) {
-        const float wk = __bfloat162float(wr[k]);
-#pragma unroll
-        for (int t = 0; t < kTokens; ++t) acc[t] = fmaf(wk, __bfloat162float(x[t * K + k]), acc[t]);
-      }
-    }
-  }
-  __shared__ float partial[8][kTokens];
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-    const float v = warp_sum(acc[t]);
-    if (lane == 0) partial[warp][t] = v;
-  }
-  if constexpr (kWarpsPerRow > 1) __syncthreads();
-  else __syncwarp();
-  // The first warp of each row adds the row's slices (in a fixed order: results do not depend
-  // on timing) and writes the tokens' outputs.
-  if (part == 0 && row < M && lane < kTokens) {
-    float v = 0.0f;
-#pragma unroll
-    for (int p = 0; p < kWarpsPerRow; ++p) v += partial[warp + p][lane];
-    if (bias) v += bias[row];
-    float* dst = y + lane * y_stride + row;
-    *dst = accumulate ? *dst + v : v;
-  }
-}
-
-template <int kTokens>
-void launch_gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, const float* bias, bool accumulate, float* y,
-                 int64_t y_stride, cudaStream_t stream) {
-  // Split rows over more warps while the grid stays under ~4 waves of warps on an H100/H200
-  // (132 SMs x 32 warps) and each lane still gets a chunk: small matrices are latency-bound.
-  int warps_per_row = 1;
-  while (warps_per_row < 8 && M * warps_per_row * 2 <= 16896 && K / 8 >= 32 * warps_per_row * 2) warps_per_row *= 2;
-  switch (warps_per_row) {
-#define SS_GEMV_SPLIT(W)                                                                                        \
-  case W:                                                                                                       \
-    launch(gemv_kernel<kTokens, W>, blocks_for(M, 8 / W), 256, stream, w, M, K, x, bias, accumulate, y, y_stride); \
-    break;
-    SS_GEMV_SPLIT(1)
-    SS_GEMV_SPLIT(2)
-    SS_GEMV_SPLIT(4)
-    SS_GEMV_SPLIT(8)
-#undef SS_GEMV_SPLIT
-  }
-}
-
 __global__ void add_bias_kernel(const float* bias, int64_t n, int64_t M, float* y) {
   dependency_wait();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -156,8 +71,8 @@ __global__ void rope_and_cache_kernel(float* qkv, int64_t n_heads, int64_t n_kv,
   const float* s = sin + static_cast<int64_t>(positions[t]) * half;
   const int64_t slot = slots[t];
   // Rotations: q heads then k heads, one pair per thread step.
-  for (int64_t idx = threadIdx.x; idx < (n_heads + n_kv) * half; idx += blockDim.x) {
-    const int64_t h = idx / half, i = idx % half;
+  for (int idx = threadIdx.x; idx < (n_heads + n_kv) * half; idx += blockDim.x) {
+    const int h = idx / static_cast<int>(half), i = idx % static_cast<int>(half);  // 32-bit: cheap division
     float* v = row + h * D;
     const int64_t ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
     const float a0 = v[ia], b0 = v[ib];
@@ -174,13 +89,41 @@ __global__ void rope_and_cache_kernel(float* qkv, int64_t n_heads, int64_t n_kv,
   for (int64_t i = threadIdx.x; i < n_kv * D; i += blockDim.x) v_pool[slot * n_kv * D + i] = __float2bfloat16_rn(vsrc[i]);
 }
 
-__global__ void silu_mul_kernel(const float* gate_up, int64_t n, int64_t I, bf16* out) {
+// One token per blockIdx.x (y: slices of I); each thread makes 4 adjacent outputs from float4 loads of the gate
+// and up halves (I % 4 == 0), or one output otherwise.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const bf16* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
+
+template <typename In, bool kVector>
+__global__ void silu_mul_kernel(const In* gate_up, int64_t I, bf16* out) {
   dependency_wait();
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n * I) return;
-  const int64_t t = i / I, j = i % I;
-  const float g = gate_up[t * 2 * I + j];
-  out[i] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * gate_up[t * 2 * I + I + j]);
+  const int64_t t = blockIdx.x, i = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * (kVector ? 4 : 1);
+  if (i >= I) return;
+  const In* gate = gate_up + t * 2 * I;
+  auto silu_times = [](float g, float u) { return g / (1.0f + expf(-g)) * u; };
+  if constexpr (kVector) {
+    const float4 g = load4(gate + i), u = load4(gate + I + i);
+    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + t * I + i);
+    dst[0] = __floats2bfloat162_rn(silu_times(g.x, u.x), silu_times(g.y, u.y));
+    dst[1] = __floats2bfloat162_rn(silu_times(g.z, u.z), silu_times(g.w, u.w));
+  } else {
+    out[t * I + i] = __float2bfloat16_rn(silu_times(to_float(gate[i]), to_float(gate[I + i])));
+  }
+}
+
+template <typename In>
+void launch_silu_mul(const In* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream) {
+  if (n * I == 0) return;
+  if (I % 4 == 0) launch(silu_mul_kernel<In, true>, dim3(static_cast<unsigned>(n), blocks_for(I / 4, 256)), 256, stream, gate_up, I, out);
+  else launch(silu_mul_kernel<In, false>, dim3(static_cast<unsigned>(n), blocks_for(I, 256)), 256, stream, gate_up, I, out);
+  SS_CUDA_CHECK_LAUNCH();
 }
 
 // Argmax as a max over 64-bit keys: the float's bits made order-preserving in the high word,
@@ -233,26 +176,6 @@ void rms_norm(const float* x, const int32_t* rows, const float* weight, int64_t 
 template void rms_norm<float>(const float*, const int32_t*, const float*, int64_t, int64_t, float, float*, cudaStream_t);
 template void rms_norm<bf16>(const float*, const int32_t*, const float*, int64_t, int64_t, float, bf16*, cudaStream_t);
 
-void gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y,
-          int64_t y_stride, cudaStream_t stream) {
-  if (n == 0 || M == 0) return;
-  switch (n) {
-#define SS_GEMV_CASE(T) \
-  case T: launch_gemv<T>(w, M, K, x, bias, accumulate, y, y_stride, stream); break;
-    SS_GEMV_CASE(1)
-    SS_GEMV_CASE(2)
-    SS_GEMV_CASE(3)
-    SS_GEMV_CASE(4)
-    SS_GEMV_CASE(5)
-    SS_GEMV_CASE(6)
-    SS_GEMV_CASE(7)
-    SS_GEMV_CASE(8)
-#undef SS_GEMV_CASE
-    default: fail("gemv with more than kGemvMaxTokens tokens", cudaErrorInvalidValue, __FILE__, __LINE__);
-  }
-  SS_CUDA_CHECK_LAUNCH();
-}
-
 void add_bias(const float* bias, int64_t n, int64_t M, float* y, cudaStream_t stream) {
   if (n * M == 0) return;
   launch(add_bias_kernel, blocks_for(n * M, 256), 256, stream, bias, n, M, y);
@@ -268,11 +191,8 @@ void rope_and_cache(float* qkv, int64_t n, int64_t n_heads, int64_t n_kv_heads, 
   SS_CUDA_CHECK_LAUNCH();
 }
 
-void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream) {
-  if (n * I == 0) return;
-  launch(silu_mul_kernel, blocks_for(n * I, 256), 256, stream, gate_up, n, I, out);
-  SS_CUDA_CHECK_LAUNCH();
-}
+void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream) { launch_silu_mul(gate_up, n, I, out, stream); }
+void silu_mul(const bf16* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream) { launch_silu_mul(gate_up, n, I, out, stream); }
 
 void argmax_rows(const float* logits, int64_t rows, int64_t vocab, uint64_t* keys, cudaStream_t stream) {
   if (rows == 0) return;

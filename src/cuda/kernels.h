@@ -24,10 +24,45 @@ void rms_norm(const float* x, const int32_t* rows, const float* weight, int64_t 
               cudaStream_t stream);
 
 // Memory-bound matmul for a few tokens (decode): y[t][r] (+)= sum_k w[r][k] x[t][k] (+ bias[r]).
-// w: [M, K] bf16; x: [n, K] bf16 with n <= kGemvMaxTokens; y: [n, y_stride] float32.
+// w: [M, K] bf16; x: [n, K] with n <= kGemvMaxTokens; y: [n, y_stride] float32. The input is
+// either bf16 rows as they are, or rows the kernel builds in its prologue (rounded to bf16
+// exactly as rms_norm would), saving a kernel and a round trip per use.
 constexpr int64_t kGemvMaxTokens = 8;
-void gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y,
+struct GemvInput {
+  const bf16* x = nullptr;  // plain input [n, K]
+  // RMSNorm prologue: x[t] = rms_norm(hidden[rows ? rows[t] : t]) * norm_weight; hidden [*, K].
+  const float* hidden = nullptr;
+  const int32_t* rows = nullptr;
+  const float* norm_weight = nullptr;
+  float eps = 0.0f;
+
+  static GemvInput plain(const bf16* x) {
+    GemvInput in;
+    in.x = x;
+    return in;
+  }
+  static GemvInput normed(const float* hidden, const int32_t* rows, const float* norm_weight, float eps) {
+    GemvInput in;
+    in.hidden = hidden;
+    in.rows = rows;
+    in.norm_weight = norm_weight;
+    in.eps = eps;
+    return in;
+  }
+};
+// Shared memory a prologue may fill (n * K bf16), and whether n tokens of width K fit in it.
+constexpr int64_t kGemvStagedBytes = 48 * 1024;
+bool gemv_builds_input(int64_t n, int64_t K);
+void gemv(const bf16* w, int64_t M, int64_t K, const GemvInput& x, int64_t n, const float* bias, bool accumulate, float* y,
           int64_t y_stride, cudaStream_t stream);
+inline void gemv(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y,
+                 int64_t y_stride, cudaStream_t stream) {
+  gemv(w, M, K, GemvInput::plain(x), n, bias, accumulate, y, y_stride, stream);
+}
+// The gate/up projection and SwiGLU of a decode step in one kernel: w [2I, K] (gate rows, then up
+// rows), x an RMSNorm input (GemvInput::normed); act[t][r] = bf16(silu(x.w[r]) * x.w[I + r]),
+// as silu_mul rounds it.
+void gemv_swiglu(const bf16* w, int64_t I, int64_t K, const GemvInput& x, int64_t n, bf16* act, cudaStream_t stream);
 
 // y[t][r] += bias[r] for rows of width M.
 void add_bias(const float* bias, int64_t n, int64_t M, float* y, cudaStream_t stream);
@@ -67,14 +102,17 @@ struct AttentionParams {
   bool rope_interleaved = false;
   const int32_t* slots = nullptr;   // [n] pool row of each token's new key and value
   // Split-KV for long contexts (decode kernel only): each token's positions are cut into
-  // n_splits slices processed by separate blocks, then merged. partial: scratch of
-  // attention_partial_floats(...) floats.
+  // n_splits slices processed by separate blocks; the last block of a (token, KV head) to finish
+  // merges them. partial: scratch of attention_partial_floats(...) floats; split_counters:
+  // n_tokens * n_kv_heads ints, zero before the first call (the kernel leaves them zero).
   int64_t n_splits = 1;
   float* partial = nullptr;
+  int* split_counters = nullptr;
 };
 
 // Slices that keep the GPU busy for n decode tokens over at most max_positions positions: about
-// two blocks per SM, slices of at least 128 positions, at most 1024 (token, slice) pairs.
+// two blocks per SM, slices of at least 128 positions, at most 1024 (token, slice) pairs (64 was
+// slower at batch 1 on the H200: the merge outweighs the shorter slices).
 inline int64_t attention_splits(int64_t n_tokens, int64_t n_kv_heads, int64_t max_positions) {
   int64_t splits = (264 + n_tokens * n_kv_heads - 1) / (n_tokens * n_kv_heads);
   if (splits > max_positions / 128) splits = max_positions / 128;
@@ -95,8 +133,9 @@ constexpr int64_t kPrefillTileRows = 64;
 bool attention_prefill_supported(int64_t head_dim);
 void attention_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n_tiles, cudaStream_t stream);
 
-// out[t][i] = silu(gate_up[t][i]) * gate_up[t][I + i] as bf16; gate_up: [n, 2I].
+// out[t][i] = silu(gate_up[t][i]) * gate_up[t][I + i] as bf16; gate_up: [n, 2I], float32 or bf16.
 void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream);
+void silu_mul(const bf16* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream);
 
 // keys[r] encodes the argmax of logits row r (width vocab): ties to the lowest id, NaN never
 // wins; argmax_key_index(keys[r]) is the id (0 when the row is all NaN).

@@ -38,8 +38,8 @@ LtGemm::~LtGemm() {
 
 // Column-major view: C[M, n] = op(A)[M, K] * B[K, n] with A = w stored as [K, M] (transposed),
 // B = x stored as [K, n] and C = y stored as [M, n] — exactly the row-major arrays we hold.
-const LtGemm::Plan& LtGemm::plan(int64_t M, int64_t K, int64_t n) {
-  const auto key = std::make_tuple(M, K, n);
+const LtGemm::Plan& LtGemm::plan(int64_t M, int64_t K, int64_t n, cudaDataType_t out_type) {
+  const auto key = std::make_tuple(M, K, n, static_cast<int>(out_type));
   if (auto it = plans_.find(key); it != plans_.end()) return it->second;
   Plan p;
   check_lt(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
@@ -48,7 +48,7 @@ const LtGemm::Plan& LtGemm::plan(int64_t M, int64_t K, int64_t n) {
   check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb), "TRANSB");
   check_lt(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, static_cast<uint64_t>(K), static_cast<uint64_t>(M), K), "layout A");
   check_lt(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, static_cast<uint64_t>(K), static_cast<uint64_t>(n), K), "layout B");
-  check_lt(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(M), static_cast<uint64_t>(n), M), "layout C");
+  check_lt(cublasLtMatrixLayoutCreate(&p.c, out_type, static_cast<uint64_t>(M), static_cast<uint64_t>(n), M), "layout C");
   cublasLtMatmulPreference_t pref;
   check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
   const size_t workspace = kWorkspaceBytes;
@@ -69,7 +69,15 @@ const LtGemm::Plan& LtGemm::plan(int64_t M, int64_t K, int64_t n) {
 
 void LtGemm::run(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, bool accumulate, float* y, cudaStream_t stream) {
   if (n == 0 || M == 0) return;
-  const Plan& p = plan(M, K, n);
+  matmul(plan(M, K, n, CUDA_R_32F), w, x, accumulate, y, stream);
+}
+
+void LtGemm::run(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, bf16* y, cudaStream_t stream) {
+  if (n == 0 || M == 0) return;
+  matmul(plan(M, K, n, CUDA_R_16BF), w, x, false, y, stream);
+}
+
+void LtGemm::matmul(const Plan& p, const bf16* w, const bf16* x, bool accumulate, void* y, cudaStream_t stream) {
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   check_lt(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, workspace_.data(),
                           kWorkspaceBytes, stream),

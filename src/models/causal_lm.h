@@ -30,6 +30,9 @@ struct ModelInfo {
   int64_t expert_bytes = 0;       // of which routed experts, all layers (MoE models)
   int64_t n_routed_experts = 0;   // experts per MoE layer (0: dense)
   int64_t n_moe_layers = 0;
+  // FLOPs of q.k and p.v for one (query, visible key) pair over all layers (0: not reported);
+  // prefill figures count them next to the 2 per weight of the matmuls.
+  int64_t attention_flops_per_pair = 0;
 };
 
 // Called after the embedding (layer 0), each decoder layer (1..n) and the final norm (n+1)
