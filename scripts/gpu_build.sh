@@ -10,6 +10,7 @@ cmake -S . -B build-cuda -G Ninja -DSEEKSERVE_CUDA=ON -DCMAKE_BUILD_TYPE=Release
 cmake --build build-cuda --target seekserve cuda_test
 rm -rf "$out" && mkdir -p "$out/lib"
 cp build-cuda/src/seekserve build-cuda/tests/cuda_test "$out/"
+strip "$out/seekserve" "$out/cuda_test"  # the device call carries at most 64 MiB with the tree
 for lib in libpcre2-8.so.0 libutf8proc.so.2; do cp -L "$(ldconfig -p | awk -v l=$lib '$1 == l {print $NF; exit}')" "$out/lib/"; done
 if [ -f ../shared/bench/peer_graph.py ]; then cp ../shared/bench/peer_graph.py "$out/"; fi
 echo "built into $out"
