@@ -168,6 +168,47 @@ TEST(DummyWeightsTest, GeneratesFromAConfigFileAlone) {
   fs::remove_all(dir);
 }
 
+// --num-layers: the cut model computes exactly the first N layers of the full one, binds fewer
+// weights, and a depth the model does not have is refused.
+TEST(ConfigTest, NumLayersKeepsTheFirstLayersExactly) {
+  for (const char* name : {"random-deepseek-v3", "random-qwen2"}) {
+    SCOPED_TRACE(name);
+    auto load = [&](int64_t num_layers) {
+      LoadOptions options;
+      options.path = testing::model_dir(name);
+      options.num_layers = num_layers;
+      return load_model(options);
+    };
+    auto full = load(0);
+    ASSERT_TRUE(full.ok()) << full.status().to_string();
+    const int64_t total = (*full)->info().n_layers, keep = total - 1;
+    ASSERT_GE(keep, 1);
+    auto cut = load(keep);
+    ASSERT_TRUE(cut.ok()) << cut.status().to_string();
+    EXPECT_EQ((*cut)->info().n_layers, keep);
+    EXPECT_LT((*cut)->info().weight_bytes, (*full)->info().weight_bytes);
+    auto hidden_after = [&](CausalLM& model, int64_t layer) {
+      KvCache cache = model.new_cache();
+      const std::vector<int32_t> ids = {0, 5, 300, 42, 7};
+      ForwardRequest request;
+      request.tokens = ids;
+      std::vector<float> seen, logits;
+      request.observer = [&](int64_t l, const float* hidden, int64_t n) {
+        if (l == layer) seen.assign(hidden, hidden + n * model.info().hidden_size);
+      };
+      EXPECT_TRUE(model.forward(request, cache, &logits).ok());
+      return seen;
+    };
+    const std::vector<float> want = hidden_after(**full, keep);
+    ASSERT_FALSE(want.empty());
+    EXPECT_EQ(hidden_after(**cut, keep), want);
+
+    auto too_deep = load(total + 1);
+    ASSERT_FALSE(too_deep.ok());
+    EXPECT_NE(too_deep.status().message().find("decoder layers"), std::string::npos) << too_deep.status().message();
+  }
+}
+
 TEST(ConfigTest, ReadsEveryRealConfig) {
   // The published configs parse into consistent family configs (their weights are generated
   // only in benchmarks: they do not fit a test machine).

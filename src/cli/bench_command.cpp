@@ -34,6 +34,7 @@ struct BenchFlags {
   int64_t gen_tokens = 32;
   int64_t batch = 1;
   std::string device = "cpu";
+  int64_t num_layers = 0;
   bool json = false;
 };
 
@@ -98,7 +99,7 @@ double measure_bandwidth(int threads, bool avx512) {
 int run_bench(const BenchFlags& f) {
   if (f.prompt_tokens < 1 || f.gen_tokens < 1 || f.batch < 1) return report_error(invalid_argument("--prompt-tokens, --gen-tokens and --batch must be positive"));
   std::shared_ptr<CpuBackend> backend;
-  auto loaded = load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads, &backend, f.device);
+  auto loaded = load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads, &backend, f.device, f.num_layers);
   if (!loaded.ok()) return report_error(loaded.status());
   CausalLM& model = **loaded;
   const ModelInfo& info = model.info();
@@ -191,6 +192,7 @@ int run_bench(const BenchFlags& f) {
   out["isa"] = device_name;
   out["threads"] = threads;
   out["batch"] = f.batch;
+  out["layers"] = info.n_layers;
   out["prompt_tokens"] = f.prompt_tokens;
   out["gen_tokens"] = f.gen_tokens;
   out["weight_bytes"] = info.weight_bytes;
@@ -249,6 +251,7 @@ CommandMain add_bench_command(CLI::App& app) {
   cmd->add_option("--gen-tokens", f->gen_tokens, "decode steps");
   cmd->add_option("--batch", f->batch, "sequences decoded together");
   cmd->add_option("--device", f->device, "cpu, or cuda (an NVIDIA GPU, bf16; Qwen2 and Llama models)");
+  cmd->add_option("--num-layers", f->num_layers, "keep only the first N decoder layers (real shapes that do not fit; 0: all)");
   cmd->add_flag("--json", f->json, "print one JSON object");
   return [cmd, f]() -> int { return cmd->parsed() ? run_bench(*f) : -1; };
 }

@@ -27,7 +27,7 @@ CommandMain add_perplexity_command(CLI::App& app);
 // receives the CPU backend (also created for --device cuda, for the CPU-side work).
 Result<std::unique_ptr<class CausalLM>> load_model_for_cli(const std::string& path, const std::string& dtype, bool dummy_weights,
                                                            int threads, std::shared_ptr<class CpuBackend>* backend = nullptr,
-                                                           const std::string& device = "cpu");
+                                                           const std::string& device = "cpu", int64_t num_layers = 0);
 
 // Token ids from "1,2,3", "[1, 2, 3]" or whitespace-separated text; `what` names the source in errors.
 Result<std::vector<int32_t>> parse_token_ids(const std::string& text, const std::string& what);

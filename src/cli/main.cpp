@@ -18,7 +18,8 @@ int report_error(const Status& status) {
 }
 
 Result<std::unique_ptr<CausalLM>> load_model_for_cli(const std::string& path, const std::string& dtype, bool dummy_weights,
-                                                     int threads, std::shared_ptr<CpuBackend>* backend, const std::string& device) {
+                                                     int threads, std::shared_ptr<CpuBackend>* backend, const std::string& device,
+                                                     int64_t num_layers) {
   SS_ASSIGN_OR_RETURN(ComputeDType compute, parse_compute_dtype(dtype));
   auto cpu = std::make_shared<CpuBackend>(threads);
   if (backend) *backend = cpu;
@@ -28,6 +29,7 @@ Result<std::unique_ptr<CausalLM>> load_model_for_cli(const std::string& path, co
   load.dummy_weights = dummy_weights;
   load.backend = cpu;
   load.device = device;
+  load.num_layers = num_layers;
   return load_model(load);
 }
 

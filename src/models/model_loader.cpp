@@ -110,8 +110,27 @@ Status read_quantization_config(ConfigReader& config, BindOptions* options) {
   return Status::Ok();
 }
 
+namespace {
+
+// The config with num_hidden_layers cut to n (every family reads its depth from there; the
+// weights of later layers are then never bound).
+Status keep_first_layers(int64_t n, ConfigReader* config) {
+  if (n == 0) return Status::Ok();
+  const int64_t total = config->require_int("num_hidden_layers");
+  SS_RETURN_IF_ERROR(config->status());
+  if (n < 0 || n > total)
+    return invalid_argument("--num-layers " + std::to_string(n) + ": the model has " + std::to_string(total) + " decoder layers");
+  nlohmann::json root = config->root();
+  root["num_hidden_layers"] = n;
+  *config = ConfigReader(std::move(root), config->source());
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options) {
   SS_ASSIGN_OR_RETURN(ConfigReader config, load_config(options.path));
+  SS_RETURN_IF_ERROR(keep_first_layers(options.num_layers, &config));
   SS_ASSIGN_OR_RETURN(std::string architecture, config_architecture(config));
   const Family* family = nullptr;
   for (const auto& f : kFamilies)

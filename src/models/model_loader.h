@@ -19,6 +19,10 @@ struct LoadOptions {
   bool dummy_weights = false;                // generate weights of the config's shapes
   std::shared_ptr<Backend> backend;          // null: the optimized CPU backend (make_cpu_backend)
   std::string device = "cpu";                // "cuda": a registered device implementation (bf16)
+  // --num-layers: keep only the first N decoder layers (0: all). For benchmarks of real shapes
+  // that do not fit (DeepSeek-V3's first 3 dense + a few MoE layers); the output is not the
+  // model's, and per-layer figures scale to the full depth.
+  int64_t num_layers = 0;
 };
 
 Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options);
