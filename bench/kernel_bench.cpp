@@ -4,7 +4,6 @@
 //
 //   build/bench/kernel_bench --benchmark_filter=Matmul
 #include <benchmark/benchmark.h>
-#include <immintrin.h>
 
 #include <cstring>
 #include <memory>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu_backend.h"
+#include "backend/stream_read.h"
 #include "backend/thread_pool.h"
 #include "model/weight.h"
 
@@ -78,22 +78,6 @@ void run_matmul_from_memory(benchmark::State& state, WeightFormat format) {
       benchmark::Counter(static_cast<double>(bytes) * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 
-// Four independent 16-wide accumulators: limited by memory, not by the add latency.
-__attribute__((target("avx512f"))) float sum_floats(const float* p, size_t n) {
-  __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
-  for (size_t i = 0; i + 64 <= n; i += 64) {
-    a = _mm512_add_ps(a, _mm512_loadu_ps(p + i));
-    b = _mm512_add_ps(b, _mm512_loadu_ps(p + i + 16));
-    c = _mm512_add_ps(c, _mm512_loadu_ps(p + i + 32));
-    d = _mm512_add_ps(d, _mm512_loadu_ps(p + i + 48));
-  }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
-  float s = 0;
-  for (float v : lanes) s += v;
-  return s;
-}
-
 // The read bandwidth the matmuls are judged against: `threads` threads summing a 512 MB buffer.
 void BM_StreamRead(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
@@ -104,7 +88,7 @@ void BM_StreamRead(benchmark::State& state) {
   const size_t per = buffer.size() / static_cast<size_t>(threads);
   for (auto _ : state) {
     pool.run(threads, [&](int64_t t) {  // one task per thread
-      sums[static_cast<size_t>(t)] = sum_floats(buffer.data() + per * static_cast<size_t>(t), per);
+      sums[static_cast<size_t>(t)] = stream_sum_avx512(buffer.data() + per * static_cast<size_t>(t), per);
     });
     benchmark::DoNotOptimize(sums.data());
   }

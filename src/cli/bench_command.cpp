@@ -2,8 +2,6 @@
 // bandwidth measured in the same run, so decode can be judged as a share of what the memory
 // delivers (the bytes a decode step must read: every weight but the embedding table, and for MoE
 // models only the experts the step selected).
-#include <immintrin.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +10,7 @@
 #include <thread>
 
 #include "backend/cpu_backend.h"
+#include "backend/stream_read.h"
 #include "cli/commands.h"
 #include "engine/sampler.h"
 #include "models/model_loader.h"
@@ -37,38 +36,6 @@ struct BenchFlags {
   int64_t num_layers = 0;
   bool json = false;
 };
-
-// Sums of a buffer streamed from memory with the widest loads and four independent
-// accumulators, so the reader is limited by memory, not by the add latency.
-__attribute__((target("avx2"))) double stream_sum_avx2(const float* p, size_t n) {
-  __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
-  for (size_t i = 0; i + 32 <= n; i += 32) {
-    a = _mm256_add_ps(a, _mm256_loadu_ps(p + i));
-    b = _mm256_add_ps(b, _mm256_loadu_ps(p + i + 8));
-    c = _mm256_add_ps(c, _mm256_loadu_ps(p + i + 16));
-    d = _mm256_add_ps(d, _mm256_loadu_ps(p + i + 24));
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
-  double s = 0;
-  for (float v : lanes) s += v;
-  return s;
-}
-
-__attribute__((target("avx512f"))) double stream_sum_avx512(const float* p, size_t n) {
-  __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
-  for (size_t i = 0; i + 64 <= n; i += 64) {
-    a = _mm512_add_ps(a, _mm512_loadu_ps(p + i));
-    b = _mm512_add_ps(b, _mm512_loadu_ps(p + i + 16));
-    c = _mm512_add_ps(c, _mm512_loadu_ps(p + i + 32));
-    d = _mm512_add_ps(d, _mm512_loadu_ps(p + i + 48));
-  }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
-  double s = 0;
-  for (float v : lanes) s += v;
-  return s;
-}
 
 // Read bandwidth in GB/s with `threads` threads over a buffer far larger than the caches:
 // the median of several passes (the machine is shared, single passes vary).
