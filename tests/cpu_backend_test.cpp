@@ -199,6 +199,52 @@ TEST(CpuBackendTest, PagedAttentionMatchesReference) {
   }
 }
 
+// FP8 W8A8 building blocks: block-scaled e4m3 weights and per-group activation quantization,
+// each value within e4m3's rounding (3 mantissa bits: half an ulp is 1/16 of the value) of the
+// original, or within half the smallest subnormal step (2^-10 of the scale) near zero.
+TEST(Fp8Test, BlockWeightsAndActivationGroupsRoundWithinE4m3) {
+  std::mt19937 rng(3);
+  auto within_e4m3 = [](float got, float want, float scale) {
+    return std::fabs(got - want) <= std::max(std::fabs(want) / 16.0f, scale / 1024.0f) * 1.0001f;
+  };
+  const int64_t rows = 130, cols = 257;  // partial edge blocks in both directions
+  std::vector<float> values(static_cast<size_t>(rows * cols));
+  for (float& v : values) v = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+  values[5] = 37.0f;  // one block's amax far above the rest of it
+  const Weight w = weight_to_fp8_block(weight_from_f32(values, rows, cols));
+  ASSERT_EQ(w.format, WeightFormat::kF8Block);
+  EXPECT_EQ(w.scale_cols(), 3);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    w.row_to_f32(r, row.data());
+    for (int64_t c = 0; c < cols; ++c) {
+      const float scale = w.scale_inv[(r / 128) * w.scale_cols() + c / 128];
+      ASSERT_TRUE(within_e4m3(row[static_cast<size_t>(c)], values[static_cast<size_t>(r * cols + c)], scale)) << r << "," << c;
+    }
+  }
+  w.row_to_f32(0, row.data());
+  EXPECT_NEAR(row[5], 37.0f, 1e-4f);  // the block's amax maps to 448 exactly
+  EXPECT_FLOAT_EQ(w.scale_inv[0], 37.0f / 448.0f);
+
+  // Activations: groups of 128 each scaled by their own amax; a zero group stays zero.
+  std::vector<float> x(300);
+  for (float& v : x) v = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+  for (size_t i = 128; i < 256; ++i) x[i] = 0.0f;
+  x[3] = 1000.0f;  // only the first group's scale grows
+  std::vector<float> q = x;
+  quantize_fp8_groups(q.data(), static_cast<int64_t>(q.size()), 128);
+  for (size_t g0 = 0; g0 < x.size(); g0 += 128) {
+    float amax = 0.0f;
+    for (size_t i = g0; i < std::min(x.size(), g0 + 128); ++i) amax = std::max(amax, std::fabs(x[i]));
+    for (size_t i = g0; i < std::min(x.size(), g0 + 128); ++i) {
+      if (amax == 0.0f) ASSERT_EQ(q[i], 0.0f);
+      else ASSERT_TRUE(within_e4m3(q[i], x[i], amax / 448.0f)) << i;
+    }
+  }
+  EXPECT_NEAR(q[3], 1000.0f, 1e-3f);
+  EXPECT_NE(q[4], 0.0f) << "a small value next to the big one only loses precision, it is not flushed";
+}
+
 TEST(ThreadPoolTest, RunsEveryTaskOnceAcrossManyRuns) {
   ThreadPool pool(3);
   for (int run = 0; run < 200; ++run) {

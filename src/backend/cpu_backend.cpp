@@ -494,11 +494,13 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
     if (n >= kGemmMinTokens) return gemm_bf16_avx512(static_cast<const uint16_t*>(w.data), M, K, x_bf16_.data(), K32, n, y, y_stride, *pool_);
   } else {
     x_f32_.resize(static_cast<size_t>(n * K));
-    for (int64_t t = 0; t < n; ++t)
+    for (int64_t t = 0; t < n; ++t) {
       for (int64_t k = 0; k < K; ++k) {
         const float v = x[t * x_stride + k];
-        x_f32_[static_cast<size_t>(t * K + k)] = low_precision ? round_to_bf16(v) : v;
+        x_f32_[static_cast<size_t>(t * K + k)] = low_precision && !w.fp8_activations ? round_to_bf16(v) : v;
       }
+      if (w.fp8_activations) quantize_fp8_groups(x_f32_.data() + t * K, K, w.block_cols);  // W8A8, as the reference
+    }
   }
   const bool avx512 = isa_ >= CpuIsa::kAvx512;
   const F32Kernel f32_kernel = isa_ == CpuIsa::kAvx2 ? block_f32_avx2 : block_f32_portable;

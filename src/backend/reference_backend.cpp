@@ -44,14 +44,17 @@ void ReferenceBackend::matmul(const Weight& w, const float* x, int64_t x_stride,
   SS_CHECK(!w.empty(), "matmul with an unbound weight");
   const int64_t cols = w.cols;
   if (w.format == WeightFormat::kI8Row) return matmul_i8(w, x, x_stride, n_tokens, y, y_stride);
-  // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights.
+  // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights, or
+  // e4m3 per 128 channels for W8A8 FP8.
   xs_.resize(static_cast<size_t>(n_tokens * cols));
-  const bool round = w.format != WeightFormat::kF32;
-  for (int64_t t = 0; t < n_tokens; ++t)
+  const bool round = w.format != WeightFormat::kF32 && !w.fp8_activations;
+  for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t c = 0; c < cols; ++c) {
       const float v = x[t * x_stride + c];
       xs_[static_cast<size_t>(t * cols + c)] = round ? round_to_bf16(v) : v;
     }
+    if (w.fp8_activations) quantize_fp8_groups(xs_.data() + t * cols, cols, w.block_cols);
+  }
   // Each weight row is dequantized once and dotted with every token: weights stream once.
   row_.resize(static_cast<size_t>(cols));
   for (int64_t r = 0; r < w.rows; ++r) {

@@ -212,7 +212,7 @@ CommandMain add_bench_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "prefill and decode speed against the memory bandwidth measured in the same run");
   cmd->add_option("--model", f->model, "model folder (or config.json with --dummy-weights)")->required();
   cmd->add_flag("--dummy-weights", f->dummy_weights, "generate weights of the config's shapes");
-  cmd->add_option("--dtype", f->dtype, "weight format: bf16 or f32");
+  cmd->add_option("--dtype", f->dtype, "weight format: bf16, int8 (per channel, W8A8), fp8 (128x128 blocks, W8A8) or f32");
   cmd->add_option("--threads", f->threads, "CPU threads (0 = all)");
   cmd->add_option("--prompt-tokens", f->prompt_tokens, "prompt length per sequence");
   cmd->add_option("--gen-tokens", f->gen_tokens, "decode steps");

@@ -192,7 +192,7 @@ CommandMain add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", flags->seed, "sampling seed");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-sequence tokens");
   cmd->add_option("--logits-tail", flags->logits_tail, "print the logits of the last K prompt positions (--json)");
-  cmd->add_option("--dtype", flags->dtype, "weight and compute precision: f32 (reference) or bf16");
+  cmd->add_option("--dtype", flags->dtype, "weight and compute precision: bf16, int8, fp8 or f32 (reference)");
   cmd->add_flag("--json", flags->json, "print one JSON object");
   cmd->add_flag("--dummy-weights", flags->dummy_weights, "generate weights of the config's shapes");
   cmd->add_flag("--chat", flags->chat, "treat --prompt as a user message and apply the chat template");

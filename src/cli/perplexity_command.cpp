@@ -75,7 +75,7 @@ CommandMain add_perplexity_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a text file under the model");
   cmd->add_option("--model", f->model, "model folder (with its tokenizer)")->required();
   cmd->add_option("--text", f->text, "UTF-8 text file")->required();
-  cmd->add_option("--dtype", f->dtype, "f32, bf16 or int8");
+  cmd->add_option("--dtype", f->dtype, "f32, bf16, int8 or fp8");
   cmd->add_option("--window", f->window, "tokens per window (BOS included)");
   cmd->add_option("--threads", f->threads, "CPU threads (0 = all)");
   cmd->add_flag("--json", f->json, "print one JSON object");

@@ -99,6 +99,47 @@ Weight weight_to_i8(const Weight& w) {
   return out;
 }
 
+Weight weight_to_fp8_block(const Weight& w, int64_t block_rows, int64_t block_cols) {
+  if (w.format == WeightFormat::kF8Block) return w;
+  const Weight f = weight_to_f32(w);
+  const float* v = static_cast<const float*>(f.data);
+  const int64_t srows = (w.rows + block_rows - 1) / block_rows, scols = (w.cols + block_cols - 1) / block_cols;
+  auto q = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(w.rows * w.cols));
+  auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols));
+  for (int64_t br = 0; br < srows; ++br)
+    for (int64_t bc = 0; bc < scols; ++bc) {
+      const int64_t r1 = std::min(w.rows, (br + 1) * block_rows), c1 = std::min(w.cols, (bc + 1) * block_cols);
+      float amax = 0.0f;
+      for (int64_t r = br * block_rows; r < r1; ++r)
+        for (int64_t c = bc * block_cols; c < c1; ++c) amax = std::max(amax, std::fabs(v[r * w.cols + c]));
+      const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+      (*scales)[static_cast<size_t>(br * scols + bc)] = scale;
+      for (int64_t r = br * block_rows; r < r1; ++r)
+        for (int64_t c = bc * block_cols; c < c1; ++c) (*q)[static_cast<size_t>(r * w.cols + c)] = f32_to_fp8_e4m3(v[r * w.cols + c] / scale);
+    }
+  Weight out;
+  out.format = WeightFormat::kF8Block;
+  out.rows = w.rows;
+  out.cols = w.cols;
+  out.data = q->data();
+  out.scale_inv = scales->data();
+  out.block_rows = block_rows;
+  out.block_cols = block_cols;
+  out.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(q, scales);
+  return out;
+}
+
+void quantize_fp8_groups(float* x, int64_t n, int64_t group) {
+  for (int64_t g0 = 0; g0 < n; g0 += group) {
+    const int64_t g1 = std::min(n, g0 + group);
+    float amax = 0.0f;
+    for (int64_t i = g0; i < g1; ++i) amax = std::max(amax, std::fabs(x[i]));
+    if (amax == 0.0f) continue;
+    const float scale = amax / 448.0f;
+    for (int64_t i = g0; i < g1; ++i) x[i] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x[i] / scale)) * scale;
+  }
+}
+
 Weight weight_to_bf16(const Weight& w) {
   if (w.format == WeightFormat::kBF16) return w;
   auto owned = std::make_shared<std::vector<uint16_t>>(static_cast<size_t>(w.rows * w.cols));

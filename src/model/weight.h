@@ -27,6 +27,10 @@ enum class ComputeDType {
   kF32,   // reference: every weight converted to float32, float32 activations
   kBF16,  // bf16 weights (FP8 checkpoints stay FP8), activations rounded to bf16 at matmul inputs
   kInt8,  // linear layers quantized at load to int8 per output channel; embeddings stay bf16
+  // W8A8 FP8 as DeepSeek's own inference: linear layers in e4m3 with 128x128 block scales (FP8
+  // checkpoints as they are, others quantized at load), activations quantized per token per 128
+  // channels to e4m3 at the matmul input; embeddings and the router stay as in bf16.
+  kFP8,
 };
 
 struct Weight {
@@ -38,6 +42,9 @@ struct Weight {
   int64_t block_rows = 128;
   int64_t block_cols = 128;
   std::shared_ptr<const void> storage;  // owns `data` / `scale_inv` (a buffer or the mapped file)
+  // kF8Block under --dtype fp8: the input is quantized per token per block_cols channels to e4m3
+  // (quantize_fp8_groups) before the product, as well as the weight (W8A8).
+  bool fp8_activations = false;
 
   bool empty() const { return data == nullptr; }
   int64_t scale_cols() const { return (cols + block_cols - 1) / block_cols; }
@@ -49,6 +56,12 @@ struct Weight {
 
 // Owned int8 copy with per-row scales (max |w| / 127), from any format.
 Weight weight_to_i8(const Weight& w);
+// e4m3 with block scales (scale_inv = amax / 448 of each block_rows x block_cols block), from
+// any format; FP8-block weights are returned as they are.
+Weight weight_to_fp8_block(const Weight& w, int64_t block_rows = 128, int64_t block_cols = 128);
+// In place, per group of `group` consecutive values (the last may be shorter): x = e4m3(x / s) * s
+// with s = amax / 448 — DeepSeek's dynamic activation quantization. All-zero groups stay zero.
+void quantize_fp8_groups(float* x, int64_t n, int64_t group);
 // Owned float32 copy of a weight in another format, same shape.
 Weight weight_to_f32(const Weight& w);
 // Owned bf16 copy (from F32 or F8Block; BF16 is returned as is).

@@ -103,6 +103,12 @@ Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t 
   if (options_.dummy_weights) {
     if (allow_fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kInt8)  // int8 linear layers
       return weight_to_i8(dummy_matrix(name, rows, cols, /*fp8=*/false, Keep::kF32));
+    if (allow_fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kFP8) {  // W8A8 linear layers
+      Weight w = options_.dummy_fp8 ? dummy_matrix(name, rows, cols, /*fp8=*/true, keep)
+                                    : weight_to_fp8_block(dummy_matrix(name, rows, cols, /*fp8=*/false, Keep::kF32));
+      w.fp8_activations = true;
+      return w;
+    }
     return dummy_matrix(name, rows, cols, allow_fp8 && options_.dummy_fp8, keep);
   }
 
@@ -172,6 +178,11 @@ Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t 
   }
   if (keep == Keep::kF32 || options_.dtype == ComputeDType::kF32) return weight_to_f32(w);
   if (options_.dtype == ComputeDType::kInt8 && allow_fp8) return weight_to_i8(w);  // linear layers only
+  if (options_.dtype == ComputeDType::kFP8 && allow_fp8 && keep == Keep::kWorking) {  // linear layers only
+    Weight f = weight_to_fp8_block(w, options_.fp8_block_rows, options_.fp8_block_cols);
+    f.fp8_activations = true;
+    return f;
+  }
   if (w.format == WeightFormat::kF8Block) return w;  // bf16 compute keeps FP8 checkpoints native
   return weight_to_bf16(w);
 }
@@ -181,7 +192,7 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
   // Uniform with variance 1/cols keeps activations O(1) through any depth of random layers.
   const float amplitude = std::sqrt(3.0f / static_cast<float>(cols));
   const size_t n = static_cast<size_t>(rows * cols);
-  if (fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kBF16) {
+  if (fp8 && keep == Keep::kWorking && (options_.dtype == ComputeDType::kBF16 || options_.dtype == ComputeDType::kFP8)) {
     const int64_t br = options_.fp8_block_rows, bc = options_.fp8_block_cols;
     auto bytes = std::make_shared<std::vector<uint8_t>>(n);
     parallel_for_index(n, [&](size_t i) { (*bytes)[i] = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f); });

@@ -60,7 +60,8 @@ Result<ComputeDType> parse_compute_dtype(const std::string& name) {
   if (name == "f32" || name == "float32") return ComputeDType::kF32;
   if (name == "bf16" || name == "bfloat16") return ComputeDType::kBF16;
   if (name == "int8") return ComputeDType::kInt8;
-  return invalid_argument("unknown --dtype '" + name + "' (supported: f32, bf16, int8)");
+  if (name == "fp8") return ComputeDType::kFP8;
+  return invalid_argument("unknown --dtype '" + name + "' (supported: f32, bf16, int8, fp8)");
 }
 
 void read_common_info(ConfigReader& config, ModelInfo* info) {
