@@ -89,14 +89,7 @@ Weight weight_to_i8(const Weight& w) {
     for (int64_t c = 0; c < w.cols; ++c)
       (*q)[static_cast<size_t>(r * w.cols + c)] = static_cast<int8_t>(std::clamp(std::lround(row[static_cast<size_t>(c)] / scale), -127L, 127L));
   }
-  Weight out;
-  out.format = WeightFormat::kI8Row;
-  out.rows = w.rows;
-  out.cols = w.cols;
-  out.data = q->data();
-  out.scale_inv = scales->data();
-  out.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(q, scales);
-  return out;
+  return owned_quantized_weight(WeightFormat::kI8Row, w.rows, w.cols, q, scales);
 }
 
 Weight weight_to_fp8_block(const Weight& w, int64_t block_rows, int64_t block_cols) {
@@ -117,16 +110,7 @@ Weight weight_to_fp8_block(const Weight& w, int64_t block_rows, int64_t block_co
       for (int64_t r = br * block_rows; r < r1; ++r)
         for (int64_t c = bc * block_cols; c < c1; ++c) (*q)[static_cast<size_t>(r * w.cols + c)] = f32_to_fp8_e4m3(v[r * w.cols + c] / scale);
     }
-  Weight out;
-  out.format = WeightFormat::kF8Block;
-  out.rows = w.rows;
-  out.cols = w.cols;
-  out.data = q->data();
-  out.scale_inv = scales->data();
-  out.block_rows = block_rows;
-  out.block_cols = block_cols;
-  out.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(q, scales);
-  return out;
+  return owned_quantized_weight(WeightFormat::kF8Block, w.rows, w.cols, q, scales, block_rows, block_cols);
 }
 
 void quantize_fp8_groups(float* x, int64_t n, int64_t group) {

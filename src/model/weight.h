@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace seekserve {
@@ -56,6 +57,22 @@ struct Weight {
 
 // Owned int8 copy with per-row scales (max |w| / 127), from any format.
 Weight weight_to_i8(const Weight& w);
+// A weight owning its quantized elements and their scales (kI8Row: one per row; kF8Block: one
+// per block_rows x block_cols block).
+template <typename Element>
+Weight owned_quantized_weight(WeightFormat format, int64_t rows, int64_t cols, std::shared_ptr<std::vector<Element>> elements,
+                              std::shared_ptr<std::vector<float>> scales, int64_t block_rows = 128, int64_t block_cols = 128) {
+  Weight out;
+  out.format = format;
+  out.rows = rows;
+  out.cols = cols;
+  out.data = elements->data();
+  out.scale_inv = scales->data();
+  out.block_rows = block_rows;
+  out.block_cols = block_cols;
+  out.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(std::move(elements), std::move(scales));
+  return out;
+}
 // e4m3 with block scales (scale_inv = amax / 448 of each block_rows x block_cols block), from
 // any format; FP8-block weights are returned as they are.
 Weight weight_to_fp8_block(const Weight& w, int64_t block_rows = 128, int64_t block_cols = 128);

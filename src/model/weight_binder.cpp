@@ -198,16 +198,7 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
     parallel_for_index(n, [&](size_t i) { (*bytes)[i] = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f); });
     const int64_t srows = (rows + br - 1) / br, scols = (cols + bc - 1) / bc;
     auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols), amplitude / 240.0f);
-    Weight w;
-    w.format = WeightFormat::kF8Block;
-    w.rows = rows;
-    w.cols = cols;
-    w.data = bytes->data();
-    w.scale_inv = scales->data();
-    w.block_rows = br;
-    w.block_cols = bc;
-    w.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const void>>>(bytes, scales);
-    return w;
+    return owned_quantized_weight(WeightFormat::kF8Block, rows, cols, bytes, scales, br, bc);
   }
   if (keep == Keep::kF32 || options_.dtype == ComputeDType::kF32) {
     std::vector<float> values(n);
