@@ -211,29 +211,33 @@ void ReferenceBackend::mla_attention(const MlaAttentionArgs& a) {
 
 void ReferenceBackend::moe_experts(const MoeArgs& a) {
   // Group tokens by expert so each selected expert's weights are read once per call.
-  std::vector<std::vector<std::pair<int64_t, float>>> routed(a.experts.size());
+  routed_.resize(a.experts.size());
+  for (auto& tokens : routed_) tokens.clear();  // keeps their capacity
   for (int64_t t = 0; t < a.n_tokens; ++t)
     for (int64_t j = 0; j < a.top_k; ++j) {
       const int32_t e = a.expert_ids[t * a.top_k + j];
       SS_CHECK(e >= 0 && static_cast<size_t>(e) < a.experts.size(), "expert id out of range");
-      routed[static_cast<size_t>(e)].emplace_back(t, a.expert_weights[t * a.top_k + j]);
+      routed_[static_cast<size_t>(e)].emplace_back(t, a.expert_weights[t * a.top_k + j]);
     }
-  for (size_t e = 0; e < routed.size(); ++e) {
-    if (routed[e].empty()) continue;
+  for (size_t e = 0; e < routed_.size(); ++e) {
+    const auto& tokens = routed_[e];
+    if (tokens.empty()) continue;
     const MlpWeights& ew = a.experts[e];
-    const int64_t m = static_cast<int64_t>(routed[e].size());
+    const int64_t m = static_cast<int64_t>(tokens.size());
     const int64_t inter = ew.gate.rows;
-    std::vector<float> xin(static_cast<size_t>(m * a.hidden)), gate(static_cast<size_t>(m * inter)),
-        up(static_cast<size_t>(m * inter)), y(static_cast<size_t>(m * a.hidden));
-    for (int64_t i = 0; i < m; ++i)
-      std::copy_n(a.x + routed[e][static_cast<size_t>(i)].first * a.hidden, a.hidden, xin.data() + i * a.hidden);
-    matmul(ew.gate, xin.data(), a.hidden, m, gate.data(), inter);
-    matmul(ew.up, xin.data(), a.hidden, m, up.data(), inter);
-    silu_mul(gate.data(), up.data(), m * inter, gate.data());
-    matmul(ew.down, gate.data(), inter, m, y.data(), a.hidden);
+    // Grow-only scratch: resize() to a size no larger than before does not allocate.
+    expert_x_.resize(static_cast<size_t>(m * a.hidden));
+    expert_gate_.resize(static_cast<size_t>(m * inter));
+    expert_up_.resize(static_cast<size_t>(m * inter));
+    expert_y_.resize(static_cast<size_t>(m * a.hidden));
+    for (int64_t i = 0; i < m; ++i) std::copy_n(a.x + tokens[static_cast<size_t>(i)].first * a.hidden, a.hidden, expert_x_.data() + i * a.hidden);
+    matmul(ew.gate, expert_x_.data(), a.hidden, m, expert_gate_.data(), inter);
+    matmul(ew.up, expert_x_.data(), a.hidden, m, expert_up_.data(), inter);
+    silu_mul(expert_gate_.data(), expert_up_.data(), m * inter, expert_gate_.data());
+    matmul(ew.down, expert_gate_.data(), inter, m, expert_y_.data(), a.hidden);
     for (int64_t i = 0; i < m; ++i) {
-      const auto [t, weight] = routed[e][static_cast<size_t>(i)];
-      for (int64_t d = 0; d < a.hidden; ++d) a.out[t * a.hidden + d] += weight * y[static_cast<size_t>(i * a.hidden + d)];
+      const auto [t, weight] = tokens[static_cast<size_t>(i)];
+      for (int64_t d = 0; d < a.hidden; ++d) a.out[t * a.hidden + d] += weight * expert_y_[static_cast<size_t>(i * a.hidden + d)];
     }
   }
 }

@@ -3,6 +3,7 @@
 // it and override the ops they speed up (its moe_experts calls the virtual matmul).
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -41,6 +42,9 @@ class ReferenceBackend : public Backend {
 
  private:
   std::vector<float> xs_, row_, scores_;  // scratch, reused across calls
+  // moe_experts scratch, reused across calls (no allocation in a decode step once warm):
+  std::vector<std::vector<std::pair<int64_t, float>>> routed_;  // per expert: (token, weight)
+  std::vector<float> expert_x_, expert_gate_, expert_up_, expert_y_;
 };
 
 }  // namespace seekserve
