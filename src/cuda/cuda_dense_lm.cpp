@@ -118,7 +118,7 @@ class CudaDenseLM final : public CausalLM {
   // it fits there (decode), else by its own kernel into `normed`.
   void normed_linear(const DeviceMatrix& w, const float* hidden, const int32_t* rows, int64_t n, const float* norm_weight,
                      const float* bias, bf16* normed, float* y) {
-    if (fuse_inputs_ && n <= kGemvMaxTokens && gemv_builds_input(n, w.cols))
+    if (fuse_inputs_ && gemv_builds_input(n, w.cols))
       return gemv(w.data.data(), w.rows, w.cols, GemvInput::normed(hidden, rows, norm_weight, config_.rms_norm_eps), n, bias, false, y,
                   w.rows, stream_);
     rms_norm(hidden, rows, norm_weight, n, w.cols, config_.rms_norm_eps, normed, stream_);
@@ -128,7 +128,7 @@ class CudaDenseLM final : public CausalLM {
   // the SwiGLU input in one GEMV (norm, gate and up rows side by side, SwiGLU on the way out).
   void mlp(const Layer& layer, float* hidden, int64_t n) {
     const int64_t I = config_.intermediate_size;
-    if (fuse_inputs_ && n <= kGemvMaxTokens && gemv_builds_input(n, layer.gate_up.cols)) {
+    if (fuse_inputs_ && gemv_builds_input(n, layer.gate_up.cols)) {
       gemv_swiglu(layer.gate_up.data.data(), I, layer.gate_up.cols,
                   GemvInput::normed(hidden, nullptr, layer.post_attention_norm.data(), config_.rms_norm_eps), n, act_.data(), stream_);
     } else if (n <= kGemvMaxTokens) {

@@ -38,12 +38,12 @@ __device__ void stage_input(const GemvInput& in, int64_t K, bf16* xs) {
       float sum_sq = 0.0f;
 #pragma unroll
       for (int w = 0; w < kGemvThreads / 32; ++w) sum_sq += partial[w][t];
-      inv_rms[t] = 1.0f / sqrtf(sum_sq / static_cast<float>(K) + in.eps);
+      inv_rms[t] = rms_inverse(sum_sq, K, in.eps);
     }
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       const float* h = in.hidden + (in.rows ? in.rows[t] : t) * K;
-      for (int64_t k = threadIdx.x; k < K; k += kGemvThreads) xs[t * K + k] = __float2bfloat16_rn(in.norm_weight[k] * (h[k] * inv_rms[t]));
+      for (int64_t k = threadIdx.x; k < K; k += kGemvThreads) xs[t * K + k] = __float2bfloat16_rn(rms_scaled(in.norm_weight[k], h[k], inv_rms[t]));
     }
   }
   __syncthreads();
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const bf16* __restri
 #pragma unroll
         for (int o = 0; o < kOuts; ++o) v[o] += partial[warp + p][o][lane];
       if constexpr (kSwiGLU) {
-        act[lane * M + row] = __float2bfloat16_rn(v[0] / (1.0f + expf(-v[0])) * v[1]);  // as silu_mul rounds
+        act[lane * M + row] = __float2bfloat16_rn(silu_times(v[0], v[1]));
       } else {
         if (bias) v[0] += bias[row];
         float* dst = y + lane * y_stride + row;

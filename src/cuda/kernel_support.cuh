@@ -67,6 +67,14 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// The RMSNorm and SwiGLU arithmetic, shared by their own kernels and the GEMV that fuses them,
+// so fused and unfused steps round identically.
+__device__ __forceinline__ float rms_inverse(float sum_sq, int64_t dim, float eps) {
+  return 1.0f / sqrtf(sum_sq / static_cast<float>(dim) + eps);
+}
+__device__ __forceinline__ float rms_scaled(float weight, float v, float inv_rms) { return weight * (v * inv_rms); }
+__device__ __forceinline__ float silu_times(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
+
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>

@@ -48,11 +48,11 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* x, 
     sum_sq += v[j] * v[j];
   }
   sum_sq = block_sum(sum_sq);
-  const float inv_rms = 1.0f / sqrtf(sum_sq / static_cast<float>(dim) + eps);
+  const float inv_rms = rms_inverse(sum_sq, dim, eps);
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {
     const int64_t i = threadIdx.x + j * kNormThreads;
-    if (i < dim) out[t * dim + i] = from_float<OutT>(weight[i] * (v[j] * inv_rms));
+    if (i < dim) out[t * dim + i] = from_float<OutT>(rms_scaled(weight[i], v[j], inv_rms));
   }
 }
 
@@ -107,7 +107,6 @@ __global__ void silu_mul_kernel(const In* gate_up, int64_t I, bf16* out) {
   const int64_t t = blockIdx.x, i = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * (kVector ? 4 : 1);
   if (i >= I) return;
   const In* gate = gate_up + t * 2 * I;
-  auto silu_times = [](float g, float u) { return g / (1.0f + expf(-g)) * u; };
   if constexpr (kVector) {
     const float4 g = load4(gate + i), u = load4(gate + I + i);
     __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + t * I + i);
