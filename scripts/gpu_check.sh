@@ -2,10 +2,12 @@
 # One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
 # then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
 # scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
-#   bash scripts/gpu_check.sh [BIN_DIR=.devbin]
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,peer]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
+sections=",${2:-tests,dense,deepseek,peer},"
+want() { [[ $sections == *",$1,"* ]]; }
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
@@ -16,21 +18,33 @@ if ldd "$bin/seekserve" | grep -q "libcublasLt.*not found"; then  # e.g. only Py
 fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$out/device.txt"
-echo "== GPU tests"
-"$bin/cuda_test" 2>&1 | tee "$out/tests.txt" | grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|error|rel" | head -40
-echo "== compute-sanitizer (op tests)"
-if command -v compute-sanitizer > /dev/null; then
-  compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_test" --gtest_filter='CudaTest.*' > "$out/sanitizer.txt" 2>&1
-  echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/sanitizer.txt") clean summaries)"
+if want tests; then
+  echo "== GPU tests"
+  "$bin/cuda_test" 2>&1 | tee "$out/tests.txt" | grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|error|rel|Which is|Expected" | head -60
+  echo "== compute-sanitizer (op tests)"
+  if command -v compute-sanitizer > /dev/null; then
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_test" --gtest_filter='CudaTest.*' > "$out/sanitizer.txt" 2>&1
+    echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/sanitizer.txt") clean summaries)"
+  fi
+  echo "== generate on the GPU (random-qwen2 and tiny-deepseek-v3)"
+  "$bin/seekserve" generate --device cuda --dtype bf16 --model tests/fixtures/models/random-qwen2 --prompt-ids 1,2,3,4,5 --max-tokens 8 2>&1 | tail -3
+  "$bin/seekserve" generate --device cuda --dtype bf16 --model models/tiny-deepseek-v3 --prompt "The jury said" --max-tokens 24 2>&1 | tail -3
 fi
 bench() { "$bin/seekserve" bench --device cuda --dummy-weights --json "$@" 2>&1 | tee -a "$out/bench.jsonl"; }
-echo "== benchmarks"
-for model in r1-distill-qwen-1.5b r1-distill-llama-8b; do
-  bench --model configs/$model.json --prompt-tokens 128 --gen-tokens 64
-  bench --model configs/$model.json --prompt-tokens 4096 --gen-tokens 4
-done
-bench --model configs/r1-distill-llama-8b.json --prompt-tokens 128 --gen-tokens 128 --batch 256
-echo "== generate on the GPU (random-qwen2 fixture)"
-"$bin/seekserve" generate --device cuda --dtype bf16 --model tests/fixtures/models/random-qwen2 --prompt-ids 1,2,3,4,5 --max-tokens 8 2>&1 | tail -3
-echo "== peer (PyTorch CUDA graph)"
-if [ -f "$bin/peer_graph.py" ]; then python3 "$bin/peer_graph.py" configs r1-distill-qwen-1.5b r1-distill-llama-8b 2>&1 | tee "$out/peer.jsonl"; fi
+if want dense; then
+  echo "== benchmarks: dense"
+  for model in r1-distill-qwen-1.5b r1-distill-llama-8b; do
+    bench --model configs/$model.json --prompt-tokens 128 --gen-tokens 64
+    bench --model configs/$model.json --prompt-tokens 4096 --gen-tokens 4
+  done
+  bench --model configs/r1-distill-llama-8b.json --prompt-tokens 128 --gen-tokens 128 --batch 256
+fi
+if want deepseek; then
+  echo "== benchmarks: DeepSeek"
+  bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64
+  bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64 --batch 32
+fi
+if want peer && [ -f "$bin/peer_graph.py" ]; then
+  echo "== peer (PyTorch CUDA graph)"
+  python3 "$bin/peer_graph.py" configs r1-distill-qwen-1.5b r1-distill-llama-8b 2>&1 | tee "$out/peer.jsonl"
+fi

@@ -4,6 +4,7 @@
 # scripts/gpu_build.sh.
 #   bash scripts/gpu_profile.sh [BIN_DIR=.devbin] [CONFIG=configs/r1-distill-qwen-1.5b.json] [BATCH=1] \
 #        [PROMPT=16] [GEN=12] [SKIP=1500] [COUNT=600]
+# BENCH_ARGS adds bench flags (e.g. BENCH_ARGS="--num-layers 4" for a DeepSeek model's first layers).
 # e.g. a 4,096-token prefill (the warm-up and both prefill passes): ... configs/r1-distill-llama-8b.json 1 4096 1 0 700
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # By default skip the warm-up, prefill and first decode steps' launches and profile about two
 # decode steps.
 ncu --clock-control none --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip "$skip" --launch-count "$count" --csv \
-  "$bin/seekserve" bench --device cuda --dummy-weights --model "$config" --prompt-tokens "$prompt" --gen-tokens "$gen" --batch "$batch" --json \
+  "$bin/seekserve" bench --device cuda --dummy-weights --model "$config" --prompt-tokens "$prompt" --gen-tokens "$gen" --batch "$batch" --json ${BENCH_ARGS:-} \
   > "$out/ncu.csv" 2> "$out/ncu.err"
 python3 - "$out/ncu.csv" <<'PY'
 import csv, sys, collections

@@ -12,76 +12,17 @@
 #include "backend/reference_backend.h"
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
-#include "cuda/cuda_dense_lm.h"
+#include "cuda/cuda_device.h"
 #include "cuda/kernels.h"
 #include "cuda/lt_gemm.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "models/model_loader.h"
+#include "cuda_test_support.h"
 #include "test_support.h"
 
 namespace seekserve::cuda {
 namespace {
-
-constexpr float kSentinel = -7.25f;
-
-class CudaTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!device_present()) GTEST_SKIP() << "no CUDA device";
-  }
-  std::mt19937 rng_{11};
-  std::vector<float> random(size_t n, float sigma = 1.0f) {
-    std::normal_distribution<float> dist(0.0f, sigma);
-    std::vector<float> v(n);
-    for (float& x : v) x = dist(rng_);
-    return v;
-  }
-};
-
-template <typename T>
-DeviceBuffer<T> upload(const std::vector<T>& host, size_t pad = 0, T fill = T{}) {
-  DeviceBuffer<T> d;
-  EXPECT_TRUE(d.reserve(host.size() + pad).ok());
-  std::vector<T> padded = host;
-  padded.resize(host.size() + pad, fill);
-  SS_CUDA_CHECK(cudaMemcpy(d.data(), padded.data(), padded.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-
-template <typename T>
-std::vector<T> download(const DeviceBuffer<T>& d, size_t n) {
-  std::vector<T> host(n);
-  SS_CUDA_CHECK(cudaDeviceSynchronize());
-  SS_CUDA_CHECK(cudaMemcpy(host.data(), d.data(), n * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
-}
-
-std::vector<bf16> to_bf16_host(const std::vector<float>& v) {
-  std::vector<bf16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    const uint16_t bits = f32_to_bf16(v[i]);
-    std::memcpy(static_cast<void*>(&out[i]), &bits, 2);
-  }
-  return out;
-}
-
-float bf16_value(bf16 v) {
-  uint16_t bits;
-  std::memcpy(&bits, static_cast<const void*>(&v), 2);
-  return bf16_to_f32(bits);
-}
-
-// ||got - want|| / ||want|| over the valid entries, every one finite.
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    EXPECT_TRUE(std::isfinite(got[i])) << "at " << i;
-    diff += (got[i] - want[i]) * static_cast<double>(got[i] - want[i]);
-    ref += want[i] * static_cast<double>(want[i]);
-  }
-  return std::sqrt(diff / std::max(ref, 1e-30));
-}
 
 TEST_F(CudaTest, GemvAndGemmMatchTheReferenceMatmul) {
   ReferenceBackend reference;
@@ -447,36 +388,48 @@ TEST_P(CudaGoldenTest, LogitsAndArgmaxMatchTheGoldens) {
   ASSERT_TRUE(reference.ok());
   testing::Golden golden(GetParam());
   const int64_t V = (*model)->info().vocab_size;
-  int64_t compared = 0;
+  int64_t compared = 0, prompts_compared = 0;
   for (const std::string& p : golden.prompts()) {
     SCOPED_TRACE(p);
     const std::vector<int32_t> ids = golden.ints(p + ".ids");
     const int64_t n = static_cast<int64_t>(ids.size());
-    auto run = [&](CausalLM& m) {
+    auto run = [&](CausalLM& m, testing::RoutingRecord* routing) {
       KvCache cache = m.new_cache();
       ForwardRequest request;
       request.tokens = ids;
       request.logits_from = 0;
+      request.on_routing = routing->observer();
       std::vector<float> logits;
       const Status status = m.forward(request, cache, &logits);
       EXPECT_TRUE(status.ok()) << status.to_string();
       return logits;
     };
-    const std::vector<float> logits = run(**model), ref_logits = run(**reference);
+    testing::RoutingRecord routing, ref_routing;
+    const std::vector<float> logits = run(**model, &routing), ref_logits = run(**reference, &ref_routing);
+    // An MoE choice flipped by bf16 at a near-tie of the reference: from that token on the
+    // outputs legitimately diverge; the tokens before it must still agree.
+    const int64_t flip = testing::first_routing_flip(ref_routing, routing);
+    const int64_t agreeing = flip >= 0 ? flip : n;
+    prompts_compared += flip < 0;
     ASSERT_EQ(static_cast<int64_t>(logits.size()), n * V);
     const std::vector<float> head = golden.floats(p + ".logits_head");
     const std::vector<float> tail = golden.floats(p + ".logits_tail");
-    EXPECT_LE(testing::relative_l2(logits.data(), head.data(), head.size()), 2e-2) << "logits_head";
-    EXPECT_LE(testing::relative_l2(logits.data() + (n * V - static_cast<int64_t>(tail.size())), tail.data(), tail.size()), 2e-2)
-        << "logits_tail";
+    if (agreeing >= std::min<int64_t>(n, 4)) {
+      EXPECT_LE(testing::relative_l2(logits.data(), head.data(), head.size()), 2e-2) << "logits_head";
+    }
+    if (flip < 0) {
+      EXPECT_LE(testing::relative_l2(logits.data() + (n * V - static_cast<int64_t>(tail.size())), tail.data(), tail.size()), 2e-2)
+          << "logits_tail";
+    }
     const std::vector<int32_t> argmax_want = golden.ints(p + ".argmax");
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = 0; t < agreeing; ++t) {
       if (testing::top2_margin(ref_logits.data() + t * V, V) < 0.5f) continue;
       ++compared;
       EXPECT_EQ(argmax(logits.data() + t * V, V), argmax_want[static_cast<size_t>(t)]) << "position " << t;
     }
   }
   EXPECT_GT(compared, 0);
+  EXPECT_GT(prompts_compared, 0) << "some prompt must keep the reference's routing throughout";
 }
 
 // The batched engine on top of the GPU model, unchanged: every golden prompt at once (decode
@@ -535,6 +488,15 @@ TEST_P(CudaGoldenTest, EngineGreedyContinuationsFollowTheGoldens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dense, CudaGoldenTest, ::testing::Values("random-qwen2", "random-llama3", "tiny-qwen2"));
+INSTANTIATE_TEST_SUITE_P(Deepseek, CudaGoldenTest,
+                         ::testing::Values("tiny-deepseek-v3", "random-deepseek-v3", "random-deepseek-v3-fp8", "random-deepseek-v2-greedy",
+                                           "random-deepseek-v2-group"),
+                         [](const ::testing::TestParamInfo<std::string>& param) {
+                           std::string name = param.param;
+                           for (char& c : name)
+                             if (c == '-') c = '_';
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace seekserve::cuda

@@ -22,24 +22,6 @@ struct Case {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.model << (c.dtype == ComputeDType::kF32 ? " f32" : " bf16"); }
 
-// Expert choices of one forward pass: per (layer, token), the sorted ids and the routing margin.
-struct RoutingRecord {
-  std::map<std::pair<int64_t, int64_t>, std::pair<std::vector<int32_t>, float>> choices;
-  RoutingObserver observer() {
-    return [this](int64_t layer, int64_t n_tokens, int64_t top_k, const int32_t* ids, const float* margins) {
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        std::vector<int32_t> set(ids + t * top_k, ids + (t + 1) * top_k);
-        std::sort(set.begin(), set.end());
-        choices[{layer, t}] = {set, margins[t]};
-      }
-    };
-  }
-};
-
-// Largest routing margin at which bf16 rounding of the activations may flip an expert choice.
-// Router scores live in [0, 1] (sigmoid or softmax); bf16 keeps ~3 significant digits.
-constexpr float kRoutingNearTie = 0.05f;
-
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   std::string name = info.param.model + (info.param.dtype == ComputeDType::kF32 ? "_f32" : "_bf16");
   for (char& c : name)
@@ -74,7 +56,7 @@ class GoldenModelTest : public ::testing::TestWithParam<Case> {
 
   // Logits of every prompt position: [n, vocab].
   std::vector<float> all_logits(CausalLM& model, const std::vector<int32_t>& ids, LayerObserver observer = nullptr,
-                                RoutingRecord* routing = nullptr) {
+                                testing::RoutingRecord* routing = nullptr) {
     KvCache cache = model.new_cache();
     ForwardRequest request;
     request.tokens = ids;
@@ -100,7 +82,7 @@ TEST_P(GoldenModelTest, LogitsAndArgmaxMatchReference) {
     SCOPED_TRACE(p);
     const std::vector<int32_t> ids = golden_->ints(p + ".ids");
     const int64_t n = static_cast<int64_t>(ids.size());
-    RoutingRecord routing, ref_routing;
+    testing::RoutingRecord routing, ref_routing;
     const std::vector<float> logits = all_logits(*model_, ids, nullptr, &routing);
     // Margins decide which positions must agree: our own f32 logits stand in for the
     // reference's (they match it to 1e-4, as the f32 case of this test checks).
@@ -108,17 +90,7 @@ TEST_P(GoldenModelTest, LogitsAndArgmaxMatchReference) {
 
     // A lower precision may flip an MoE choice that was a near-tie; the rest of the network then
     // legitimately diverges, so such a prompt is checked for that reason only.
-    // Only the first layer with a flip is checked: later layers see its consequences.
-    int64_t first_flip_layer = -1;
-    for (const auto& [where, choice] : ref_routing.choices) {
-      if (routing.choices[where].first == choice.first) continue;
-      if (first_flip_layer >= 0 && where.first != first_flip_layer) break;
-      first_flip_layer = where.first;
-      EXPECT_LT(choice.second, kRoutingNearTie) << "layer " << where.first << " token " << where.second
-                                                << ": experts changed although the reference margin was wide";
-    }
-    const bool routing_flipped = first_flip_layer >= 0;
-    if (routing_flipped) continue;
+    if (testing::first_routing_flip(ref_routing, routing) >= 0) continue;
     ++prompts_compared;
     ASSERT_EQ(static_cast<int64_t>(logits.size()), n * V);
     for (float v : logits) ASSERT_TRUE(std::isfinite(v));

@@ -1,5 +1,7 @@
 #include "test_support.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -100,6 +102,20 @@ float top2_margin(const float* logits, int64_t n) {
     else if (logits[i] > b) { b = logits[i]; }
   }
   return a - b;
+}
+
+int64_t first_routing_flip(const RoutingRecord& ref, const RoutingRecord& got) {
+  int64_t first_flip_layer = -1, first_token = -1;
+  for (const auto& [where, choice] : ref.choices) {
+    const auto it = got.choices.find(where);
+    if (it != got.choices.end() && it->second.first == choice.first) continue;
+    if (first_token < 0 || where.second < first_token) first_token = where.second;
+    if (first_flip_layer >= 0 && where.first != first_flip_layer) continue;
+    first_flip_layer = where.first;
+    EXPECT_LT(choice.second, kRoutingNearTie) << "layer " << where.first << " token " << where.second
+                                              << ": experts changed although the reference margin was wide";
+  }
+  return first_token;
 }
 
 }  // namespace seekserve::testing

@@ -1,13 +1,16 @@
 // Helpers shared by the test binaries: fixture paths and golden-file access.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "loader/safetensors.h"
+#include "models/causal_lm.h"
 
 namespace seekserve::testing {
 
@@ -71,5 +74,30 @@ double relative_l2(const float* a, const float* b, size_t n);
 
 // Top-1 minus top-2 value.
 float top2_margin(const float* logits, int64_t n);
+
+// Expert choices of one forward pass: per (layer, token), the sorted ids and the routing margin.
+struct RoutingRecord {
+  std::map<std::pair<int64_t, int64_t>, std::pair<std::vector<int32_t>, float>> choices;
+  RoutingObserver observer() {
+    return [this](int64_t layer, int64_t n_tokens, int64_t top_k, const int32_t* ids, const float* margins) {
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        std::vector<int32_t> set(ids + t * top_k, ids + (t + 1) * top_k);
+        std::sort(set.begin(), set.end());
+        choices[{layer, t}] = {set, margins[t]};
+      }
+    };
+  }
+};
+
+// Largest routing margin at which bf16 rounding of the activations may flip an expert choice.
+// Router scores live in [0, 1] (sigmoid or softmax); bf16 keeps ~3 significant digits.
+constexpr float kRoutingNearTie = 0.05f;
+
+// The first token whose experts `got` chose differently from the float32 reference `ref` in
+// any layer (-1: none). A lower precision may flip a near-tie, after which that token and the
+// later ones (through attention) legitimately diverge; the tokens before it are unaffected.
+// Every flip of the first layer that has one must be a near-tie of the reference (checked here;
+// later layers see its consequences and are not).
+int64_t first_routing_flip(const RoutingRecord& ref, const RoutingRecord& got);
 
 }  // namespace seekserve::testing

@@ -7,7 +7,7 @@
 #include "core/status.h"
 #include "models/model_loader.h"
 #ifdef SEEKSERVE_HAVE_CUDA
-#include "cuda/cuda_dense_lm.h"
+#include "cuda/cuda_device.h"
 #endif
 
 namespace seekserve {

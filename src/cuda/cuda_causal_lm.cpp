@@ -248,6 +248,7 @@ Status CudaCausalLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std:
   if (shape.decode() && !batch.observer && use_graphs_) launch_graph(shape);
   else enqueue_forward(shape, batch.observer);
   if (timed) SS_CUDA_CHECK(cudaEventRecord(timing_stop_, stream_));
+  if (batch.on_routing) queue_routing_copy(shape);
 
   if (shape.n_logits == 0) {
     SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -267,6 +268,7 @@ Status CudaCausalLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std:
     SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     logits->assign(host_logits_, host_logits_ + count);
   }
+  if (batch.on_routing) report_routing(batch.on_routing, shape);
   if (timed) {
     float ms = 0;
     SS_CUDA_CHECK(cudaEventElapsedTime(&ms, timing_start_, timing_stop_));

@@ -71,6 +71,10 @@ class CudaCausalLM : public CausalLM {
   // Enqueues every decoder layer on stream_ over hidden_ [n, hidden] (the embedded tokens),
   // calling observer(i + 1, ...) after layer i when set.
   virtual void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) = 0;
+  // MoE models: queue the copy of the step's routing decisions to the host (before the step's
+  // final synchronization), then hand them to on_routing once the step has finished.
+  virtual void queue_routing_copy(const StepShape& /*shape*/) {}
+  virtual void report_routing(const RoutingObserver& /*on_routing*/, const StepShape& /*shape*/) {}
 
   // Binds model.embed_tokens, model.norm and lm_head (or the tied embedding) and uploads them.
   Status bind_embeddings(WeightBinder& binder, bool tie_word_embeddings, float norm_eps);

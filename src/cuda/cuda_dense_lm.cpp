@@ -199,15 +199,12 @@ void CudaDenseLM::enqueue_layers(const StepShape& shape, const StepInputs& in, c
   }
 }
 
+}  // namespace
+
 Result<std::unique_ptr<CausalLM>> make_cuda_dense(DenseDecoderConfig config, ConfigReader& reader, WeightBinder& binder) {
-  if (!device_present()) return unimplemented("--device cuda: no CUDA device is present");
   auto model = std::make_unique<CudaDenseLM>(std::move(config));
   SS_RETURN_IF_ERROR(model->bind(reader, binder));
   return std::unique_ptr<CausalLM>(std::move(model));
 }
-
-}  // namespace
-
-void register_cuda_device() { register_dense_device("cuda", make_cuda_dense); }
 
 }  // namespace seekserve::cuda

@@ -7,10 +7,12 @@
 // ones cuBLASLt. The batched engine drives it through the same CausalLM interface as on CPUs.
 #pragma once
 
+#include <memory>
+
+#include "models/dense_decoder.h"
+
 namespace seekserve::cuda {
 
-// Makes load_model(... device = "cuda") build this model for Qwen2ForCausalLM and
-// LlamaForCausalLM. Call once at start-up (the CLI and the GPU tests do).
-void register_cuda_device();
+Result<std::unique_ptr<CausalLM>> make_cuda_dense(DenseDecoderConfig config, ConfigReader& reader, WeightBinder& binder);
 
 }  // namespace seekserve::cuda

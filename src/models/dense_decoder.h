@@ -33,9 +33,4 @@ DenseDecoderConfig read_dense_decoder_config(ConfigReader& config);
 DenseDecoderConfig read_qwen2_config(ConfigReader& config);
 DenseDecoderConfig read_llama_config(ConfigReader& config);
 
-// A dense decoder on another device (the CUDA library registers one): binds the same weights.
-using DenseDeviceFactory = Result<std::unique_ptr<CausalLM>> (*)(DenseDecoderConfig config, ConfigReader& reader,
-                                                                 WeightBinder& binder);
-void register_dense_device(const std::string& device, DenseDeviceFactory factory);
-
 }  // namespace seekserve

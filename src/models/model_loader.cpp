@@ -4,15 +4,14 @@
 #include <map>
 
 #include "backend/cpu_backend.h"
-#include "models/dense_decoder.h"
 #include "loader/checkpoint.h"
 
 namespace seekserve {
 
 namespace fs = std::filesystem;
 
-// Registered device implementations of the dense families, by device name.
-std::map<std::string, DenseDeviceFactory>& dense_devices();
+// Registered device implementations, by device name.
+std::map<std::string, DeviceModelFactory>& devices();
 
 namespace {
 
@@ -152,31 +151,26 @@ Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options) {
   SS_RETURN_IF_ERROR(read_quantization_config(config, &bind));
   WeightBinder binder(checkpoint, bind);
   if (options.device != "cpu") {
-    const auto device = dense_devices().find(options.device);
-    if (device == dense_devices().end())
+    const auto device = devices().find(options.device);
+    if (device == devices().end())
       return unimplemented("--device " + options.device + " is not available in this build (supported: " +
                            join(available_devices()) + ")");
-    if (architecture != "Qwen2ForCausalLM" && architecture != "LlamaForCausalLM")
-      return unimplemented(architecture + " does not run on --device " + options.device +
-                           " yet (supported there: Qwen2ForCausalLM, LlamaForCausalLM)");
-    DenseDecoderConfig dense = architecture == "Qwen2ForCausalLM" ? read_qwen2_config(config) : read_llama_config(config);
-    SS_RETURN_IF_ERROR(config.status());
-    return device->second(std::move(dense), config, binder);
+    return device->second(architecture, config, binder);
   }
   std::shared_ptr<Backend> backend = options.backend ? options.backend : std::shared_ptr<Backend>(make_cpu_backend());
   return family->factory(config, binder, std::move(backend));
 }
 
-std::map<std::string, DenseDeviceFactory>& dense_devices() {
-  static std::map<std::string, DenseDeviceFactory> devices;
-  return devices;
+std::map<std::string, DeviceModelFactory>& devices() {
+  static std::map<std::string, DeviceModelFactory> registered;
+  return registered;
 }
 
-void register_dense_device(const std::string& device, DenseDeviceFactory factory) { dense_devices()[device] = factory; }
+void register_device(const std::string& device, DeviceModelFactory factory) { devices()[device] = factory; }
 
 std::vector<std::string> available_devices() {
   std::vector<std::string> names{"cpu"};
-  for (const auto& entry : dense_devices()) names.push_back(entry.first);
+  for (const auto& entry : devices()) names.push_back(entry.first);
   return names;
 }
 

@@ -30,6 +30,12 @@ Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options);
 // Devices load_model accepts: "cpu" and those a device library registered.
 std::vector<std::string> available_devices();
 
+// A model implementation on another device (the CUDA library registers one): builds the model
+// of `architecture` from the same config and weights, or says it does not run there.
+using DeviceModelFactory = Result<std::unique_ptr<CausalLM>> (*)(const std::string& architecture, ConfigReader& config,
+                                                                 WeightBinder& binder);
+void register_device(const std::string& device, DeviceModelFactory factory);
+
 // The architectures load_model accepts, in the order they are listed in errors.
 std::vector<std::string> supported_architectures();
 

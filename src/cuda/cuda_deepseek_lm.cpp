@@ -1,0 +1,374 @@
+#include "cuda/cuda_deepseek_lm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cuda/cuda_causal_lm.h"
+#include "cuda/deepseek_kernels.h"
+#include "layers/mla.h"
+#include "layers/moe.h"
+#include "layers/swiglu_mlp.h"
+#include "models/model_loader.h"
+
+namespace seekserve::cuda {
+
+namespace {
+
+class CudaDeepseekLM final : public CudaCausalLM {
+ public:
+  explicit CudaDeepseekLM(DeepseekConfig config)
+      : config_(std::move(config)), rope_(make_rope_frequencies(config_.rope, config_.mla.qk_rope_head_dim)) {}
+
+  Status bind(ConfigReader& reader, WeightBinder& binder);
+
+  KvLayout kv_layout() const override {
+    KvLayout layout{config_.n_layers, config_.mla.kv_lora_rank, config_.mla.qk_rope_head_dim};
+    layout.element_bytes = 2;
+    layout.on_device = true;
+    return layout;
+  }
+
+ private:
+  struct Layer {
+    DeviceBuffer<float> input_norm, post_attention_norm;  // [hidden]
+    // Everything that reads the normed input, in one matrix: [q_a (q_rank) | kv_a (R + P)] rows,
+    // or [q (H * (nope + rope)) | kv_a (R + P)] without a q LoRA (V2-Lite).
+    DeviceMatrix in_proj;
+    DeviceBuffer<float> q_a_norm, kv_a_norm;  // [q_rank], [R]
+    DeviceMatrix q_b;                         // [H * (nope + rope), q_rank]
+    DeviceMatrix w_uk_t;                      // [H * R, nope]: head h rows = W_uk[h]^T
+    DeviceMatrix w_uv;                        // [H * V, R]
+    DeviceMatrix o;                           // [hidden, H * V]
+    DeviceMatrix gate_up, down;               // dense layers: [2I, hidden], [hidden, I]
+    // MoE layers:
+    DeviceBuffer<float> router;               // [E, hidden] float32
+    DeviceBuffer<float> correction_bias;      // [E] (V3) or empty
+    DeviceMatrix experts_gate_up;             // [E * 2I_e, hidden]: expert e's gate rows, then its up rows
+    DeviceMatrix experts_down;                // [E * hidden, I_e]
+    DeviceMatrix shared_gate_up, shared_down; // shared experts as one MLP (may be empty)
+    int64_t moe_index = -1;                   // which MoE layer (routing ids slice), -1: dense
+  };
+
+  Status prepare_step(const StepShape& shape, const KvPool& pool) override;
+  void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) override;
+  void queue_routing_copy(const StepShape& shape) override;
+  void report_routing(const RoutingObserver& on_routing, const StepShape& shape) override;
+  Status ensure_kv_rows(int64_t rows);
+  void attention(const Layer& layer, int64_t i, const StepShape& shape, const StepInputs& in);
+  void moe(const Layer& layer, int64_t n);
+
+  DeepseekConfig config_;
+  RopeFrequencies rope_;
+  std::vector<Layer> layers_;
+  int64_t n_moe_layers_ = 0;
+  int64_t mlp_width_ = 0;  // widest dense MLP (dense layers, shared experts)
+
+  // Paged latent cache per layer: c_kv [rows, R] and k_pe [rows, P], bf16.
+  std::vector<DeviceBuffer<bf16>> c_kv_cache_, k_pe_cache_;
+  int64_t kv_rows_ = 0;
+
+  // Activations, grow-only.
+  int64_t act_tokens_ = 0;
+  DeviceBuffer<float> proj_, q_, gate_up_, router_logits_, route_weights_, expert_out_, partial_;
+  DeviceBuffer<bf16> normed_, q_normed_, q_latent_, out_latent_, attn_v_, act_, gate_up_bf16_, expert_act_;
+  DeviceBuffer<int32_t> route_ids_;  // [MoE layers, n * top_k]: every layer's choice survives the step
+  DeviceBuffer<int32_t> groups_;     // offsets [E + 1] | sorted [n * top_k] | active [E] | n_active [1]
+  std::vector<int32_t> host_ids_;
+  int32_t* host_ids_pinned_ = nullptr;
+  size_t host_ids_capacity_ = 0;
+
+ public:
+  ~CudaDeepseekLM() override {
+    if (host_ids_pinned_) cudaFreeHost(host_ids_pinned_);
+  }
+};
+
+Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
+  const DeepseekConfig& c = config_;
+  const MlaConfig& m = c.mla;
+  const MoeConfig& e = c.moe;
+  if (binder.options().dtype != ComputeDType::kBF16)
+    return unimplemented("--device cuda computes DeepSeek models in bf16: pass --dtype bf16 (FP8 checkpoints are converted at load)");
+  if (!mla_attention_supported(m.kv_lora_rank, m.qk_rope_head_dim) || m.qk_nope_head_dim % 2 != 0)
+    return unimplemented("--device cuda: MLA with kv_lora_rank " + std::to_string(m.kv_lora_rank) + " and rope dim " +
+                         std::to_string(m.qk_rope_head_dim) + " is not built (kv_lora_rank <= 512, even dims)");
+  if (c.hidden_size % 8 != 0 || (e.n_routed_experts > 0 && e.moe_intermediate_size % 8 != 0))
+    return unimplemented("--device cuda: hidden_size and moe_intermediate_size must be multiples of 8");
+  if (e.n_routed_experts > kMaxRoutedExperts || e.top_k > 32 || e.n_group > 32)
+    return unimplemented("--device cuda: at most 256 routed experts, 32 per token and 32 groups");
+  read_common_info(reader, &info_);
+  SS_RETURN_IF_ERROR(reader.status());
+  SS_RETURN_IF_ERROR(bind_embeddings(binder, c.tie_word_embeddings, c.rms_norm_eps));
+  const int64_t E = e.n_routed_experts;
+  layers_.resize(static_cast<size_t>(c.n_layers));
+  mlp_width_ = c.intermediate_size;
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i);
+    Layer& layer = layers_[static_cast<size_t>(i)];
+    const std::vector<float> in_norm = binder.vector(p + ".input_layernorm.weight", c.hidden_size, 1.0f);
+    const std::vector<float> post_norm = binder.vector(p + ".post_attention_layernorm.weight", c.hidden_size, 1.0f);
+    const MlaWeights attn = bind_mla(binder, p + ".self_attn", m);
+    SS_RETURN_IF_ERROR(binder.status());
+    SS_RETURN_IF_ERROR(upload_floats({&in_norm}, &layer.input_norm));
+    SS_RETURN_IF_ERROR(upload_floats({&post_norm}, &layer.post_attention_norm));
+    SS_RETURN_IF_ERROR(upload_matrix({m.q_lora_rank > 0 ? &attn.q_a_proj : &attn.q_proj, &attn.kv_a_proj}, &layer.in_proj));
+    SS_RETURN_IF_ERROR(upload_floats({&attn.q_a_norm}, &layer.q_a_norm));
+    SS_RETURN_IF_ERROR(upload_floats({&attn.kv_a_norm}, &layer.kv_a_norm));
+    if (m.q_lora_rank > 0) SS_RETURN_IF_ERROR(upload_matrix({&attn.q_b_proj}, &layer.q_b));
+    SS_RETURN_IF_ERROR(upload_matrix({&attn.w_uk_t}, &layer.w_uk_t));
+    SS_RETURN_IF_ERROR(upload_matrix({&attn.w_uv}, &layer.w_uv));
+    SS_RETURN_IF_ERROR(upload_matrix({&attn.o_proj}, &layer.o));
+    if (!c.is_moe_layer(i)) {
+      const MlpWeights mlp = bind_mlp(binder, p + ".mlp", c.hidden_size, c.intermediate_size);
+      SS_RETURN_IF_ERROR(binder.status());
+      SS_RETURN_IF_ERROR(upload_matrix({&mlp.gate, &mlp.up}, &layer.gate_up));
+      SS_RETURN_IF_ERROR(upload_matrix({&mlp.down}, &layer.down));
+      continue;
+    }
+    const MoeWeights moe = bind_moe(binder, p + ".mlp", e);
+    SS_RETURN_IF_ERROR(binder.status());
+    layer.moe_index = n_moe_layers_++;
+    std::vector<float> router(static_cast<size_t>(E * c.hidden_size));
+    for (int64_t r = 0; r < E; ++r) moe.router.row_to_f32(r, router.data() + r * c.hidden_size);
+    SS_RETURN_IF_ERROR(upload_floats({&router}, &layer.router));
+    SS_RETURN_IF_ERROR(upload_floats({&moe.correction_bias}, &layer.correction_bias));
+    std::vector<const Weight*> gate_up, down;
+    for (const MlpWeights& expert : moe.experts) {
+      gate_up.push_back(&expert.gate);
+      gate_up.push_back(&expert.up);
+      down.push_back(&expert.down);
+      info_.expert_bytes += expert.gate.bytes() + expert.up.bytes() + expert.down.bytes();
+    }
+    SS_RETURN_IF_ERROR(upload_matrix(gate_up, &layer.experts_gate_up));
+    SS_RETURN_IF_ERROR(upload_matrix(down, &layer.experts_down));
+    if (e.n_shared_experts > 0) {
+      SS_RETURN_IF_ERROR(upload_matrix({&moe.shared.gate, &moe.shared.up}, &layer.shared_gate_up));
+      SS_RETURN_IF_ERROR(upload_matrix({&moe.shared.down}, &layer.shared_down));
+      mlp_width_ = std::max(mlp_width_, moe.shared.down.cols);
+    }
+  }
+  info_.weight_bytes = binder.bytes_bound();
+  info_.n_routed_experts = E;
+  info_.n_moe_layers = n_moe_layers_;
+  // q.k over the latent and rotary parts, p.v over the latent, per head and layer.
+  info_.attention_flops_per_pair = m.n_heads * (4 * m.kv_lora_rank + 2 * m.qk_rope_head_dim) * c.n_layers;
+  SS_RETURN_IF_ERROR(upload_rope_tables(rope_));
+  c_kv_cache_.resize(static_cast<size_t>(c.n_layers));
+  k_pe_cache_.resize(static_cast<size_t>(c.n_layers));
+  return Status::Ok();
+}
+
+// Grows every layer's latent cache to `rows`, keeping what the old rows hold.
+Status CudaDeepseekLM::ensure_kv_rows(int64_t rows) {
+  if (rows <= kv_rows_) return Status::Ok();
+  const int64_t widths[2] = {config_.mla.kv_lora_rank, config_.mla.qk_rope_head_dim};
+  std::vector<DeviceBuffer<bf16>>* caches[2] = {&c_kv_cache_, &k_pe_cache_};
+  for (int k = 0; k < 2; ++k)
+    for (DeviceBuffer<bf16>& cache : *caches[k]) {
+      DeviceBuffer<bf16> bigger;
+      SS_RETURN_IF_ERROR(bigger.reserve(static_cast<size_t>(rows * widths[k])));
+      if (kv_rows_ > 0)
+        SS_CUDA_CHECK(cudaMemcpyAsync(bigger.data(), cache.data(), static_cast<size_t>(kv_rows_ * widths[k]) * 2, cudaMemcpyDeviceToDevice,
+                                      stream_));
+      SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      cache = std::move(bigger);
+    }
+  kv_rows_ = rows;
+  drop_graphs();
+  return Status::Ok();
+}
+
+Status CudaDeepseekLM::prepare_step(const StepShape& shape, const KvPool& pool) {
+  const DeepseekConfig& c = config_;
+  const MlaConfig& m = c.mla;
+  const MoeConfig& e = c.moe;
+  SS_RETURN_IF_ERROR(ensure_kv_rows(pool.n_blocks() * pool.block_size()));
+  const int64_t n = shape.n;
+  if (n > act_tokens_) {
+    const auto N = static_cast<size_t>(n);
+    const int64_t H = m.n_heads, QD = m.q_head_dim(), R = m.kv_lora_rank;
+    const auto pairs = N * static_cast<size_t>(e.top_k);
+    SS_RETURN_IF_ERROR(normed_.reserve(N * c.hidden_size));
+    SS_RETURN_IF_ERROR(proj_.reserve(N * layers_[0].in_proj.rows));
+    if (m.q_lora_rank > 0) {
+      SS_RETURN_IF_ERROR(q_normed_.reserve(N * m.q_lora_rank));
+      SS_RETURN_IF_ERROR(q_.reserve(N * H * QD));
+    }
+    SS_RETURN_IF_ERROR(q_latent_.reserve(N * H * R));
+    SS_RETURN_IF_ERROR(out_latent_.reserve(N * H * R));
+    SS_RETURN_IF_ERROR(attn_v_.reserve(N * H * m.v_head_dim));
+    SS_RETURN_IF_ERROR(gate_up_.reserve(std::min<size_t>(N, kGemvMaxTokens) * 2 * mlp_width_));
+    if (n > kGemvMaxTokens) SS_RETURN_IF_ERROR(gate_up_bf16_.reserve(N * 2 * mlp_width_));
+    SS_RETURN_IF_ERROR(act_.reserve(N * mlp_width_));
+    if (n_moe_layers_ > 0) {
+      SS_RETURN_IF_ERROR(router_logits_.reserve(N * e.n_routed_experts));
+      SS_RETURN_IF_ERROR(route_weights_.reserve(pairs));
+      SS_RETURN_IF_ERROR(route_ids_.reserve(pairs * n_moe_layers_));
+      SS_RETURN_IF_ERROR(groups_.reserve(pairs + 2 * e.n_routed_experts + 2));
+      SS_RETURN_IF_ERROR(expert_act_.reserve(pairs * e.moe_intermediate_size));
+      SS_RETURN_IF_ERROR(expert_out_.reserve(pairs * c.hidden_size));
+    }
+    act_tokens_ = n;
+    drop_graphs();
+  }
+  const int64_t splits = mla_splits(n, m.n_heads, shape.table_stride * shape.block_size);
+  const auto need = static_cast<size_t>(splits > 1 ? mla_partial_floats(n, m.n_heads, splits, m.kv_lora_rank) : 0);
+  if (need > partial_.size()) {
+    SS_RETURN_IF_ERROR(partial_.reserve(need));
+    drop_graphs();
+  }
+  return Status::Ok();
+}
+
+void CudaDeepseekLM::attention(const Layer& layer, int64_t i, const StepShape& shape, const StepInputs& in) {
+  const DeepseekConfig& c = config_;
+  const MlaConfig& m = c.mla;
+  const int64_t n = shape.n, H = m.n_heads, R = m.kv_lora_rank, P = m.qk_rope_head_dim, N = m.qk_nope_head_dim;
+  const int64_t QD = m.q_head_dim(), V = m.v_head_dim, proj_width = layer.in_proj.rows;
+  float* hidden = hidden_.data();
+  // [q_a | c_kv | k_pe] (or [q | c_kv | k_pe]) for every token, from one matmul of the normed input.
+  normed_linear(layer.in_proj, hidden, nullptr, n, layer.input_norm.data(), c.rms_norm_eps, nullptr, normed_.data(), proj_.data());
+  const int64_t q_cols = m.q_lora_rank > 0 ? 0 : H * QD;  // the full q sits before the latent without a LoRA
+  MlaPrepareParams prep;
+  prep.proj = proj_.data() + q_cols;
+  prep.proj_stride = proj_width;
+  prep.n_tokens = n;
+  prep.q_rank = m.q_lora_rank;
+  prep.q_norm = layer.q_a_norm.data();
+  prep.q_normed = q_normed_.data();
+  prep.kv_rank = R;
+  prep.rope_dim = P;
+  prep.kv_norm = layer.kv_a_norm.data();
+  prep.eps = m.norm_eps;
+  prep.cos = rope_cos_.data();
+  prep.sin = rope_sin_.data();
+  prep.positions = in.positions;
+  prep.slots = in.slots;
+  prep.c_kv_pool = c_kv_cache_[static_cast<size_t>(i)].data();
+  prep.k_pe_pool = k_pe_cache_[static_cast<size_t>(i)].data();
+  mla_prepare(prep, stream_);
+  const float* q = proj_.data();
+  int64_t q_stride = proj_width;
+  if (m.q_lora_rank > 0) {
+    linear(layer.q_b, q_normed_.data(), n, nullptr, false, q_.data());
+    q = q_.data();
+    q_stride = H * QD;
+  }
+  // Absorb: q_latent[t, h] = W_uk[h]^T q_nope[t, h].
+  head_matmul(layer.w_uk_t.data.data(), H, R, N, q, q_stride, QD, n, q_latent_.data(), stream_);
+  MlaAttentionParams p;
+  p.q_latent = q_latent_.data();
+  p.q = q;
+  p.q_stride = q_stride;
+  p.q_head_stride = QD;
+  p.q_pe_offset = N;
+  p.c_kv_pool = prep.c_kv_pool;
+  p.k_pe_pool = prep.k_pe_pool;
+  p.block_tables = in.tables;
+  p.table_stride = shape.table_stride;
+  p.token_seq = in.token_seq;
+  p.positions = in.positions;
+  p.cos = rope_cos_.data();
+  p.sin = rope_sin_.data();
+  p.n_tokens = n;
+  p.n_heads = H;
+  p.kv_rank = R;
+  p.rope_dim = P;
+  p.block_size = shape.block_size;
+  p.scale = m.softmax_scale;
+  p.out = out_latent_.data();
+  p.n_splits = mla_splits(n, H, shape.table_stride * shape.block_size);
+  p.partial = partial_.data();
+  mla_attention(p, stream_);
+  // Un-absorb: v[t, h] = W_uv[h] out_latent[t, h]; then o_proj into the residual stream.
+  head_matmul(layer.w_uv.data.data(), H, V, R, out_latent_.data(), H * R, R, n, attn_v_.data(), stream_);
+  linear(layer.o, attn_v_.data(), n, nullptr, true, hidden);
+}
+
+void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
+  const DeepseekConfig& c = config_;
+  const MoeConfig& e = c.moe;
+  const int64_t E = e.n_routed_experts, K = e.top_k, D = c.hidden_size, pairs = n * K;
+  float* hidden = hidden_.data();
+  rms_norm(hidden, nullptr, layer.post_attention_norm.data(), n, D, c.rms_norm_eps, normed_.data(), stream_);
+  router_logits(layer.router.data(), E, D, normed_.data(), n, router_logits_.data(), stream_);
+  MoeRouteParams route;
+  route.logits = router_logits_.data();
+  route.correction_bias = layer.correction_bias.size() ? layer.correction_bias.data() : nullptr;
+  route.n_tokens = n;
+  route.n_experts = E;
+  route.top_k = K;
+  route.n_group = e.n_group;
+  route.topk_group = e.topk_group;
+  route.sigmoid = e.scoring == MoeScoring::kSigmoid;
+  route.group_top2 = e.topk_method == MoeTopkMethod::kNoauxTc;
+  route.group_limited = e.topk_method != MoeTopkMethod::kGreedy;
+  // As route_tokens: V3 normalizes then scales; V2 scales only when it does not normalize.
+  route.normalize = e.norm_topk_prob && (route.sigmoid || K > 1);
+  route.scale = route.sigmoid || !route.normalize;
+  route.routed_scaling_factor = e.routed_scaling_factor;
+  route.ids = route_ids_.data() + layer.moe_index * pairs;
+  route.weights = route_weights_.data();
+  moe_route(route, stream_);
+  MoeGroups groups;
+  groups.offsets = groups_.data();
+  groups.sorted = groups.offsets + E + 1;
+  groups.active = groups.sorted + pairs;
+  groups.n_active = groups.active + E;
+  moe_group(route.ids, pairs, E, groups, stream_);
+  const int64_t max_active = std::min(E, pairs);
+  moe_gemv_swiglu(layer.experts_gate_up.data.data(), e.moe_intermediate_size, D, normed_.data(), K, groups, max_active,
+                  expert_act_.data(), stream_);
+  moe_gemv_down(layer.experts_down.data.data(), D, e.moe_intermediate_size, expert_act_.data(), groups, max_active, expert_out_.data(),
+                stream_);
+  if (layer.shared_down.rows > 0)  // reads hidden before the routed outputs are added
+    mlp(layer.shared_gate_up, layer.shared_down, layer.post_attention_norm.data(), c.rms_norm_eps, hidden, n,
+        {normed_.data(), gate_up_.data(), gate_up_bf16_.data(), act_.data()});
+  moe_combine(expert_out_.data(), route.weights, n, K, D, hidden, stream_);
+}
+
+void CudaDeepseekLM::enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) {
+  const DeepseekConfig& c = config_;
+  const int64_t n = shape.n;
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const Layer& layer = layers_[static_cast<size_t>(i)];
+    attention(layer, i, shape, in);
+    if (layer.moe_index >= 0) moe(layer, n);
+    else
+      mlp(layer.gate_up, layer.down, layer.post_attention_norm.data(), c.rms_norm_eps, hidden_.data(), n,
+          {normed_.data(), gate_up_.data(), gate_up_bf16_.data(), act_.data()});
+    if (observer) observe(observer, i + 1, hidden_.data(), n);
+  }
+}
+
+void CudaDeepseekLM::queue_routing_copy(const StepShape& shape) {
+  const size_t count = static_cast<size_t>(n_moe_layers_ * shape.n * config_.moe.top_k);
+  if (count == 0) return;
+  if (count > host_ids_capacity_) {
+    if (host_ids_pinned_) SS_CUDA_CHECK(cudaFreeHost(host_ids_pinned_));
+    SS_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_ids_pinned_), count * 4));
+    host_ids_capacity_ = count;
+  }
+  SS_CUDA_CHECK(cudaMemcpyAsync(host_ids_pinned_, route_ids_.data(), count * 4, cudaMemcpyDeviceToHost, stream_));
+}
+
+// Margins are not computed on the device: they are reported as NaN (unknown).
+void CudaDeepseekLM::report_routing(const RoutingObserver& on_routing, const StepShape& shape) {
+  const int64_t K = config_.moe.top_k, pairs = shape.n * K;
+  const std::vector<float> margins(static_cast<size_t>(shape.n), NAN);
+  for (int64_t i = 0; i < config_.n_layers; ++i) {
+    const Layer& layer = layers_[static_cast<size_t>(i)];
+    if (layer.moe_index >= 0) on_routing(i, shape.n, K, host_ids_pinned_ + layer.moe_index * pairs, margins.data());
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CausalLM>> make_cuda_deepseek(DeepseekConfig config, ConfigReader& reader, WeightBinder& binder) {
+  auto model = std::make_unique<CudaDeepseekLM>(std::move(config));
+  SS_RETURN_IF_ERROR(model->bind(reader, binder));
+  return std::unique_ptr<CausalLM>(std::move(model));
+}
+
+}  // namespace seekserve::cuda

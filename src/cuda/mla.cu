@@ -1,0 +1,329 @@
+// Multi-head latent attention on the GPU, absorbed form (declared in deepseek_kernels.h): the
+// cache keeps the normalized latent c_kv [R] and the rotated shared key k_pe [P] per token; the
+// query is folded into the latent space per head before attention and the output unfolded after.
+#include <algorithm>
+#include <cfloat>
+
+#include "cuda/deepseek_kernels.h"
+#include "cuda/kernel_support.cuh"
+
+namespace seekserve::cuda {
+
+using namespace detail;
+
+namespace {
+
+// Sum over the block (blockDim.x a multiple of 32); safe to call repeatedly in one kernel.
+__device__ float block_total(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.0f;
+  v = warp_sum(v);
+  __syncthreads();  // partial is free again
+  return v;
+}
+
+// One block per token: the q_a norm, the c_kv norm and the k_pe rotation, written to the cache.
+__global__ void mla_prepare_kernel(MlaPrepareParams p) {
+  dependency_wait();
+  const int64_t t = blockIdx.x;
+  const float* row = p.proj + t * p.proj_stride;
+  if (p.q_rank > 0) {
+    float sum_sq = 0.0f;
+    for (int64_t k = threadIdx.x; k < p.q_rank; k += blockDim.x) sum_sq = fmaf(row[k], row[k], sum_sq);
+    const float inv = rms_inverse(block_total(sum_sq), p.q_rank, p.eps);
+    for (int64_t k = threadIdx.x; k < p.q_rank; k += blockDim.x)
+      p.q_normed[t * p.q_rank + k] = __float2bfloat16_rn(rms_scaled(p.q_norm[k], row[k], inv));
+  }
+  const float* kv = row + p.q_rank;
+  const int64_t R = p.kv_rank, P = p.rope_dim, slot = p.slots[t];
+  float sum_sq = 0.0f;
+  for (int64_t k = threadIdx.x; k < R; k += blockDim.x) sum_sq = fmaf(kv[k], kv[k], sum_sq);
+  const float inv = rms_inverse(block_total(sum_sq), R, p.eps);
+  for (int64_t k = threadIdx.x; k < R; k += blockDim.x) p.c_kv_pool[slot * R + k] = __float2bfloat16_rn(rms_scaled(p.kv_norm[k], kv[k], inv));
+  const float* c = p.cos + static_cast<int64_t>(p.positions[t]) * (P / 2);
+  const float* s = p.sin + static_cast<int64_t>(p.positions[t]) * (P / 2);
+  for (int64_t i = threadIdx.x; i < P / 2; i += blockDim.x) {
+    const float a = kv[R + 2 * i], b = kv[R + 2 * i + 1];
+    p.k_pe_pool[slot * P + 2 * i] = __float2bfloat16_rn(a * c[i] - b * s[i]);
+    p.k_pe_pool[slot * P + 2 * i + 1] = __float2bfloat16_rn(b * c[i] + a * s[i]);
+  }
+}
+
+__device__ __forceinline__ float2 pair_to_float2(const float* x) { return *reinterpret_cast<const float2*>(x); }
+__device__ __forceinline__ float2 pair_to_float2(const bf16* x) { return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(x)); }
+
+// Grid (row groups of 32, heads): each warp takes 4 rows of its head and up to 8 tokens per pass,
+// lanes striding over K in pairs. The per-head matrices are small (R x nope and V x R): a few
+// MB a layer, read from L2 after the first pass.
+constexpr int kHeadRowsPerWarp = 4, kHeadTokens = 8;
+
+template <typename InT>
+__global__ void __launch_bounds__(256) head_matmul_kernel(const bf16* w, int64_t H, int64_t M, int64_t K, const InT* x,
+                                                         int64_t x_token_stride, int64_t x_head_stride, int64_t n, bf16* out) {
+  dependency_wait();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t h = blockIdx.y;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * 8 * kHeadRowsPerWarp + warp * kHeadRowsPerWarp;
+  const bf16* wh = w + h * M * K;
+  for (int64_t t0 = 0; t0 < n; t0 += kHeadTokens) {
+    float acc[kHeadRowsPerWarp][kHeadTokens] = {};
+    for (int64_t k = 2 * lane; k < K; k += 64) {
+      float2 xv[kHeadTokens];
+#pragma unroll
+      for (int tt = 0; tt < kHeadTokens; ++tt)
+        xv[tt] = t0 + tt < n ? pair_to_float2(x + (t0 + tt) * x_token_stride + h * x_head_stride + k) : make_float2(0.0f, 0.0f);
+#pragma unroll
+      for (int i = 0; i < kHeadRowsPerWarp; ++i) {
+        if (m0 + i >= M) break;
+        const float2 wv = pair_to_float2(wh + (m0 + i) * K + k);
+#pragma unroll
+        for (int tt = 0; tt < kHeadTokens; ++tt) acc[i][tt] = fmaf(wv.x, xv[tt].x, fmaf(wv.y, xv[tt].y, acc[i][tt]));
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kHeadRowsPerWarp; ++i)
+#pragma unroll
+      for (int tt = 0; tt < kHeadTokens; ++tt) {
+        const float v = warp_sum(acc[i][tt]);
+        if (lane == 0 && m0 + i < M && t0 + tt < n) out[(t0 + tt) * H * M + h * M + m0 + i] = __float2bfloat16_rn(v);
+      }
+  }
+}
+
+template <typename InT>
+void launch_head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const InT* x, int64_t x_token_stride, int64_t x_head_stride,
+                        int64_t n, bf16* out, cudaStream_t stream) {
+  if (n == 0) return;
+  if (K % 2 != 0 || x_token_stride % 2 != 0 || x_head_stride % 2 != 0)
+    fail("head_matmul: K and the input strides must be even", cudaErrorInvalidValue, __FILE__, __LINE__);
+  const dim3 grid(static_cast<unsigned>((M + 8 * kHeadRowsPerWarp - 1) / (8 * kHeadRowsPerWarp)), static_cast<unsigned>(H));
+  launch(head_matmul_kernel<InT>, grid, 256, stream, w, H, M, K, x, x_token_stride, x_head_stride, n, out);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+// ---- attention ----
+// Block = (token, slice of its positions) x (group of 16 heads); 8 warps of 2 heads each. Keys
+// come in tiles of 32 positions staged in shared memory as [c_kv | k_pe] rows (bf16 pairs, rows
+// padded to an odd number of words: lane j reads row j without bank conflicts). Scores: lane j
+// dots key j with the warp's two queries (float, shared memory broadcasts); online softmax per
+// head across the warp; then each lane accumulates its kCols latent columns (lane + 32 i) over
+// the tile's keys, the probabilities passed by shuffles. Every head of the token shares each
+// cache read.
+constexpr int kMlaThreads = 256, kMlaHeads = 16, kMlaTile = 32;
+constexpr float kLog2e = 1.4426950408889634f;
+
+__host__ __device__ inline int mla_row_words(int width) {
+  const int words = width / 2;
+  return words % 2 == 0 ? words + 1 : words;
+}
+
+template <int kCols>
+__global__ void __launch_bounds__(kMlaThreads) mla_attention_kernel(MlaAttentionParams p) {
+  dependency_wait();
+  extern __shared__ __align__(16) float mla_smem[];
+  const int R = static_cast<int>(p.kv_rank), P = static_cast<int>(p.rope_dim), W = R + P, H = static_cast<int>(p.n_heads);
+  const int row_words = mla_row_words(W);
+  float* qs = mla_smem;                                               // [16][W]
+  uint32_t* ks = reinterpret_cast<uint32_t*>(mla_smem + kMlaHeads * W);  // [32][row_words]
+  const int splits = static_cast<int>(p.n_splits);
+  const int64_t t = blockIdx.x / splits;
+  const int split = static_cast<int>(blockIdx.x % splits);
+  const int h0 = static_cast<int>(blockIdx.y) * kMlaHeads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int pos = p.positions[t];
+  const int32_t* table = p.block_tables + static_cast<int64_t>(p.token_seq[t]) * p.table_stride;
+  const int block_size = static_cast<int>(p.block_size);
+
+  // Queries: q_latent as stored, q_pe rotated here (interleaved pairs).
+  const float* cs = p.cos + static_cast<int64_t>(pos) * (P / 2);
+  const float* sn = p.sin + static_cast<int64_t>(pos) * (P / 2);
+  for (int idx = threadIdx.x; idx < kMlaHeads * W; idx += kMlaThreads) {
+    const int hh = idx / W, d = idx % W, h = h0 + hh;
+    float v = 0.0f;
+    if (h < H) {
+      if (d < R) {
+        v = __bfloat162float(p.q_latent[(t * H + h) * R + d]);
+      } else {
+        const int i = d - R, j = i / 2;
+        const float* qp = p.q + t * p.q_stride + h * p.q_head_stride + p.q_pe_offset;
+        const float a = qp[2 * j], b = qp[2 * j + 1];
+        v = i % 2 == 0 ? a * cs[j] - b * sn[j] : b * cs[j] + a * sn[j];
+      }
+    }
+    qs[idx] = v;
+  }
+
+  const int visible = pos + 1;
+  const int tiles = (visible + kMlaTile - 1) / kMlaTile;
+  const int per_split = (tiles + splits - 1) / splits;
+  const int tile_begin = split * per_split, tile_end = min(tiles, tile_begin + per_split);
+  const float scale = p.scale * kLog2e;  // scores in the log2 domain
+  const int ha = 2 * warp, hb = 2 * warp + 1;
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
+  float o_a[kCols] = {}, o_b[kCols] = {};
+  const int half_r = R / 2, half_w = W / 2;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    __syncthreads();  // queries staged / the previous tile consumed
+    for (int idx = threadIdx.x; idx < kMlaTile * half_w; idx += kMlaThreads) {
+      const int r = idx / half_w, c2 = idx % half_w, s = tile * kMlaTile + r;
+      uint32_t word = 0;
+      if (s < visible) {
+        const int64_t row = static_cast<int64_t>(table[s / block_size]) * block_size + s % block_size;
+        word = c2 < half_r ? reinterpret_cast<const uint32_t*>(p.c_kv_pool + row * R)[c2]
+                           : reinterpret_cast<const uint32_t*>(p.k_pe_pool + row * P)[c2 - half_r];
+      }
+      ks[r * row_words + c2] = word;
+    }
+    __syncthreads();
+    const uint32_t* key = ks + lane * row_words;
+    const float* qa = qs + ha * W;
+    const float* qb = qs + hb * W;
+    float sa = 0.0f, sb = 0.0f;
+#pragma unroll 4
+    for (int c2 = 0; c2 < half_w; ++c2) {
+      const uint32_t word = key[c2];
+      const float2 kf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&word));
+      const float2 fa = *reinterpret_cast<const float2*>(qa + 2 * c2);
+      const float2 fb = *reinterpret_cast<const float2*>(qb + 2 * c2);
+      sa = fmaf(fa.x, kf.x, fmaf(fa.y, kf.y, sa));
+      sb = fmaf(fb.x, kf.x, fmaf(fb.y, kf.y, sb));
+    }
+    const bool valid = tile * kMlaTile + lane < visible;
+    sa = valid ? sa * scale : -INFINITY;
+    sb = valid ? sb * scale : -INFINITY;
+    const float new_a = fmaxf(m_a, warp_max(sa)), new_b = fmaxf(m_b, warp_max(sb));  // finite: key 0 of a tile is visible
+    const float alpha_a = exp2f(m_a - new_a), alpha_b = exp2f(m_b - new_b);
+    const float pa = exp2f(sa - new_a), pb = exp2f(sb - new_b);
+    l_a = l_a * alpha_a + warp_sum(pa);
+    l_b = l_b * alpha_b + warp_sum(pb);
+    m_a = new_a;
+    m_b = new_b;
+#pragma unroll
+    for (int i = 0; i < kCols; ++i) {
+      o_a[i] *= alpha_a;
+      o_b[i] *= alpha_b;
+    }
+    const int keys = min(kMlaTile, visible - tile * kMlaTile);
+    for (int r = 0; r < keys; ++r) {
+      const float wa = __shfl_sync(0xffffffffu, pa, r), wb = __shfl_sync(0xffffffffu, pb, r);
+      const bf16* c_kv = reinterpret_cast<const bf16*>(ks + r * row_words);
+#pragma unroll
+      for (int i = 0; i < kCols; ++i) {
+        const int col = lane + 32 * i;
+        if (col < R) {
+          const float v = __bfloat162float(c_kv[col]);
+          o_a[i] = fmaf(wa, v, o_a[i]);
+          o_b[i] = fmaf(wb, v, o_b[i]);
+        }
+      }
+    }
+  }
+
+  // Write the normalized output, or this slice's unnormalized sums and (max, sum) for the merge.
+  auto write = [&](int hh, const float* o, float m, float l) {
+    const int h = h0 + hh;
+    if (h >= H) return;
+    if (splits == 1) {
+      const float inv = 1.0f / l;
+#pragma unroll
+      for (int i = 0; i < kCols; ++i)
+        if (lane + 32 * i < R) p.out[(t * H + h) * R + lane + 32 * i] = __float2bfloat16_rn(o[i] * inv);
+      return;
+    }
+    float* slot = p.partial + ((t * H + h) * splits + split) * (R + 2);
+#pragma unroll
+    for (int i = 0; i < kCols; ++i)
+      if (lane + 32 * i < R) slot[lane + 32 * i] = o[i];
+    if (lane == 0) {
+      slot[R] = m;
+      slot[R + 1] = l;
+    }
+  };
+  write(ha, o_a, m_a, l_a);
+  write(hb, o_b, m_b, l_b);
+}
+
+// One block per (token, head): weights each slice by exp2(m_s - max) and normalizes.
+__global__ void mla_merge_kernel(const float* partial, int64_t splits, int64_t R, bf16* out) {
+  dependency_wait();
+  const float* base = partial + static_cast<int64_t>(blockIdx.x) * splits * (R + 2);
+  float m = -INFINITY;
+  for (int64_t s = 0; s < splits; ++s) m = fmaxf(m, base[s * (R + 2) + R]);
+  float l = 0.0f;
+  for (int64_t s = 0; s < splits; ++s) {
+    const float ms = base[s * (R + 2) + R];
+    if (ms != -INFINITY) l += exp2f(ms - m) * base[s * (R + 2) + R + 1];
+  }
+  for (int64_t c = threadIdx.x; c < R; c += blockDim.x) {
+    float v = 0.0f;
+    for (int64_t s = 0; s < splits; ++s) {
+      const float ms = base[s * (R + 2) + R];
+      if (ms != -INFINITY) v = fmaf(exp2f(ms - m), base[s * (R + 2) + c], v);
+    }
+    out[static_cast<int64_t>(blockIdx.x) * R + c] = __float2bfloat16_rn(v / l);
+  }
+}
+
+template <int kCols>
+void launch_mla_attention(const MlaAttentionParams& p, cudaStream_t stream) {
+  const int W = static_cast<int>(p.kv_rank + p.rope_dim);
+  const size_t shared = static_cast<size_t>(kMlaHeads * W) * 4 + static_cast<size_t>(kMlaTile * mla_row_words(W)) * 4;
+  static size_t opted_in = 48 * 1024;
+  if (shared > opted_in) {
+    SS_CUDA_CHECK(cudaFuncSetAttribute(mla_attention_kernel<kCols>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+    opted_in = shared;
+  }
+  const dim3 grid(static_cast<unsigned>(p.n_tokens * p.n_splits), static_cast<unsigned>((p.n_heads + kMlaHeads - 1) / kMlaHeads));
+  launch_with_shared(mla_attention_kernel<kCols>, grid, kMlaThreads, shared, stream, p);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void mla_prepare(const MlaPrepareParams& p, cudaStream_t stream) {
+  if (p.n_tokens == 0) return;
+  launch(mla_prepare_kernel, static_cast<unsigned>(p.n_tokens), 256, stream, p);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const float* x, int64_t x_token_stride, int64_t x_head_stride,
+                 int64_t n, bf16* out, cudaStream_t stream) {
+  launch_head_matmul(w, H, M, K, x, x_token_stride, x_head_stride, n, out, stream);
+}
+void head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const bf16* x, int64_t x_token_stride, int64_t x_head_stride,
+                 int64_t n, bf16* out, cudaStream_t stream) {
+  launch_head_matmul(w, H, M, K, x, x_token_stride, x_head_stride, n, out, stream);
+}
+
+bool mla_attention_supported(int64_t kv_rank, int64_t rope_dim) {
+  return kv_rank > 0 && kv_rank <= 512 && kv_rank % 2 == 0 && rope_dim > 0 && rope_dim % 2 == 0;
+}
+
+int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {
+  const int64_t blocks = n_tokens * ((n_heads + kMlaHeads - 1) / kMlaHeads);
+  int64_t splits = (264 + blocks - 1) / blocks;
+  splits = std::min(splits, max_positions / 64);
+  return std::max<int64_t>(splits, 1);
+}
+
+void mla_attention(const MlaAttentionParams& p, cudaStream_t stream) {
+  if (p.n_tokens == 0) return;
+  if (!mla_attention_supported(p.kv_rank, p.rope_dim)) fail("mla_attention: unsupported latent width", cudaErrorInvalidValue, __FILE__, __LINE__);
+  const int64_t cols = (p.kv_rank + 31) / 32;
+  if (cols <= 1) launch_mla_attention<1>(p, stream);
+  else if (cols <= 2) launch_mla_attention<2>(p, stream);
+  else if (cols <= 4) launch_mla_attention<4>(p, stream);
+  else if (cols <= 8) launch_mla_attention<8>(p, stream);
+  else launch_mla_attention<16>(p, stream);
+  if (p.n_splits > 1) {
+    launch(mla_merge_kernel, static_cast<unsigned>(p.n_tokens * p.n_heads), 128, stream, static_cast<const float*>(p.partial), p.n_splits,
+           p.kv_rank, p.out);
+    SS_CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace seekserve::cuda

@@ -1,0 +1,319 @@
+// DeepSeek mixture of experts on the GPU (declared in deepseek_kernels.h): router logits in
+// float32, the routing rules of layers/moe.cpp one warp per token, pairs grouped by expert, and
+// expert matmuls that read each selected expert once per group of its tokens. Everything stays
+// on the device, so decode steps with MoE layers are captured in CUDA graphs like dense ones.
+#include <algorithm>
+#include <cfloat>
+
+#include "cuda/deepseek_kernels.h"
+#include "cuda/kernel_support.cuh"
+
+namespace seekserve::cuda {
+
+using namespace detail;
+
+namespace {
+
+__device__ __forceinline__ void bf16x8_to_float(const uint4& v, float* out) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __bfloat1622float2(p[j]);
+    out[2 * j] = f.x;
+    out[2 * j + 1] = f.y;
+  }
+}
+
+// Grid (experts / 8, token groups of 8): warp w dots expert row blockIdx.x * 8 + w with up to 8
+// tokens, lanes over 8-element chunks of K.
+constexpr int kRouterTokens = 8;
+__global__ void __launch_bounds__(256) router_logits_kernel(const float* router, int64_t E, int64_t K, const bf16* x, int64_t n,
+                                                           float* logits) {
+  dependency_wait();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * 8 + warp, t0 = static_cast<int64_t>(blockIdx.y) * kRouterTokens;
+  if (e >= E) return;
+  float acc[kRouterTokens] = {};
+  for (int64_t c = lane; c < K / 8; c += 32) {
+    const float4 w0 = reinterpret_cast<const float4*>(router + e * K)[2 * c];
+    const float4 w1 = reinterpret_cast<const float4*>(router + e * K)[2 * c + 1];
+    const float w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+    for (int tt = 0; tt < kRouterTokens; ++tt) {
+      if (t0 + tt >= n) break;
+      float xf[8];
+      bf16x8_to_float(reinterpret_cast<const uint4*>(x + (t0 + tt) * K)[c], xf);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[tt] = fmaf(w[j], xf[j], acc[tt]);
+    }
+  }
+#pragma unroll
+  for (int tt = 0; tt < kRouterTokens; ++tt) {
+    const float v = warp_sum(acc[tt]);
+    if (lane == 0 && t0 + tt < n) logits[(t0 + tt) * E + e] = v;
+  }
+}
+
+// The better of two (value, index) candidates: higher value, then lower index.
+__device__ __forceinline__ void keep_better(float& v, int& i, float ov, int oi) {
+  if (ov > v || (ov == v && oi < i)) {
+    v = ov;
+    i = oi;
+  }
+}
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, offset);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, offset);
+    keep_better(v, i, ov, oi);
+  }
+}
+
+constexpr int kRoutePerLane = kMaxRoutedExperts / 32;
+constexpr int kRouteWarps = 8;
+
+// One warp per token. Lane l holds experts l, l + 32, ...; the group scores are made by lane g
+// for group g from a copy of the ranking scores in shared memory.
+__global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(MoeRouteParams p) {
+  dependency_wait();
+  __shared__ float choice_s[kRouteWarps][kMaxRoutedExperts];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
+  if (t >= p.n_tokens) return;
+  const int E = static_cast<int>(p.n_experts);
+  const float* l = p.logits + t * E;
+  float score[kRoutePerLane], choice[kRoutePerLane];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < kRoutePerLane; ++i) {
+    const int e = lane + 32 * i;
+    score[i] = e < E ? l[e] : -INFINITY;
+    mx = fmaxf(mx, score[i]);
+  }
+  if (p.sigmoid) {
+#pragma unroll
+    for (int i = 0; i < kRoutePerLane; ++i) score[i] = 1.0f / (1.0f + expf(-score[i]));
+  } else {
+    mx = warp_max(mx);
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kRoutePerLane; ++i) {
+      score[i] = lane + 32 * i < E ? expf(score[i] - mx) : 0.0f;
+      sum += score[i];
+    }
+    sum = warp_sum(sum);
+#pragma unroll
+    for (int i = 0; i < kRoutePerLane; ++i) score[i] /= sum;
+  }
+#pragma unroll
+  for (int i = 0; i < kRoutePerLane; ++i) {
+    const int e = lane + 32 * i;
+    choice[i] = e < E ? score[i] + (p.correction_bias ? p.correction_bias[e] : 0.0f) : -INFINITY;
+    if (e < E) choice_s[warp][e] = choice[i];
+  }
+  __syncwarp();
+  if (p.group_limited && p.topk_group < p.n_group) {
+    const int per = E / static_cast<int>(p.n_group);
+    float group = -INFINITY;
+    if (lane < p.n_group) {
+      float a = -INFINITY, b = -INFINITY;
+      for (int k = 0; k < per; ++k) {
+        const float v = choice_s[warp][lane * per + k];
+        if (v > a) {
+          b = a;
+          a = v;
+        } else if (v > b) {
+          b = v;
+        }
+      }
+      group = p.group_top2 && per >= 2 ? a + b : a;
+    }
+    unsigned kept = 0;
+    for (int64_t g = 0; g < p.topk_group; ++g) {
+      float v = -INFINITY;
+      int i = 1 << 30;
+      if (lane < p.n_group && !((kept >> lane) & 1u)) {
+        v = group;
+        i = lane;
+      }
+      warp_argmax(v, i);
+      kept |= 1u << i;
+    }
+#pragma unroll
+    for (int i = 0; i < kRoutePerLane; ++i) {
+      const int e = lane + 32 * i;
+      if (e < E && !((kept >> (e / per)) & 1u)) choice[i] = -INFINITY;
+    }
+  }
+  // Top-k by repeated warp argmax over the experts not yet taken; the weights are the unbiased
+  // scores of the chosen.
+  float chosen_weight = 0.0f, sum = 0.0f;
+  int chosen_id = 0;
+  unsigned taken = 0;  // bit k: expert lane + 32 k
+  for (int64_t j = 0; j < p.top_k; ++j) {
+    float v = -INFINITY;
+    int i = 1 << 30;
+#pragma unroll
+    for (int k = 0; k < kRoutePerLane; ++k)
+      if (lane + 32 * k < E && !((taken >> k) & 1u)) keep_better(v, i, choice[k], lane + 32 * k);
+    warp_argmax(v, i);
+    float w = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kRoutePerLane; ++k)
+      if (lane + 32 * k == i) {
+        w = score[k];
+        taken |= 1u << k;
+      }
+    w = warp_sum(w);  // only the owner contributed
+    sum += w;
+    if (lane == j) {
+      chosen_id = i;
+      chosen_weight = w;
+    }
+  }
+  if (lane < p.top_k) {
+    float w = chosen_weight;
+    if (p.normalize) w /= sum + 1e-20f;
+    if (p.scale) w *= p.routed_scaling_factor;
+    p.ids[t * p.top_k + lane] = chosen_id;
+    p.weights[t * p.top_k + lane] = w;
+  }
+}
+
+// One block: counts per expert, offsets, the active list, then each pair's place.
+__global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int64_t n_pairs, int64_t E, MoeGroups g) {
+  dependency_wait();
+  __shared__ int count[kMaxRoutedExperts], cursor[kMaxRoutedExperts];
+  for (int e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+  __syncthreads();
+  for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) atomicAdd(&count[ids[p]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int at = 0, active = 0;
+    for (int e = 0; e < E; ++e) {
+      g.offsets[e] = at;
+      cursor[e] = at;
+      if (count[e] > 0) g.active[active++] = e;
+      at += count[e];
+    }
+    g.offsets[E] = at;
+    *g.n_active = active;
+  }
+  __syncthreads();
+  for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) g.sorted[atomicAdd(&cursor[ids[p]], 1)] = static_cast<int32_t>(p);
+}
+
+// Grid (row groups of 8, active experts): warp w takes row blockIdx.x * 8 + w of the expert
+// (with kSwiGLU: gate row r and up row I + r side by side) and its pairs 8 at a time.
+constexpr int kExpertTokens = 8;
+
+template <bool kSwiGLU>
+__global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t x_per_pair_div,
+                                                      MoeGroups g, bf16* act, float* out) {
+  dependency_wait();
+  if (static_cast<int>(blockIdx.y) >= *g.n_active) return;
+  constexpr int kOuts = kSwiGLU ? 2 : 1;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t e = g.active[blockIdx.y];
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  if (row >= M) return;
+  const bf16* we = w + e * kOuts * M * K;
+  const int begin = g.offsets[e], end = g.offsets[e + 1];
+  for (int chunk = begin; chunk < end; chunk += kExpertTokens) {
+    const int count = min(kExpertTokens, end - chunk);
+    int pair[kExpertTokens];
+#pragma unroll
+    for (int tt = 0; tt < kExpertTokens; ++tt) pair[tt] = tt < count ? g.sorted[chunk + tt] : 0;
+    float acc[kOuts][kExpertTokens] = {};
+    for (int64_t c = lane; c < K / 8; c += 32) {
+      float wf[kOuts][8];
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) bf16x8_to_float(__ldcs(reinterpret_cast<const uint4*>(we + (row + o * M) * K) + c), wf[o]);
+#pragma unroll
+      for (int tt = 0; tt < kExpertTokens; ++tt) {
+        if (tt >= count) break;
+        float xf[8];
+        bf16x8_to_float(reinterpret_cast<const uint4*>(x + (pair[tt] / x_per_pair_div) * K)[c], xf);
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[o][tt] = fmaf(wf[o][j], xf[j], acc[o][tt]);
+      }
+    }
+#pragma unroll
+    for (int tt = 0; tt < kExpertTokens; ++tt) {
+      if (tt >= count) break;
+      float v[kOuts];
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) v[o] = warp_sum(acc[o][tt]);
+      if (lane == 0) {
+        if constexpr (kSwiGLU) act[static_cast<int64_t>(pair[tt]) * M + row] = __float2bfloat16_rn(silu_times(v[0], v[1]));
+        else out[static_cast<int64_t>(pair[tt]) * M + row] = v[0];
+      }
+    }
+  }
+}
+
+__global__ void moe_combine_kernel(const float* expert_out, const float* weights, int64_t top_k, int64_t dim, float* hidden) {
+  dependency_wait();
+  const int64_t t = blockIdx.x;
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+    float v = 0.0f;
+    for (int64_t j = 0; j < top_k; ++j) v = fmaf(weights[t * top_k + j], expert_out[(t * top_k + j) * dim + d], v);
+    hidden[t * dim + d] += v;
+  }
+}
+
+void check_multiple_of_8(int64_t K, const char* what) {
+  if (K % 8 != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
+}
+
+}  // namespace
+
+void router_logits(const float* router, int64_t E, int64_t K, const bf16* x, int64_t n, float* logits, cudaStream_t stream) {
+  if (n == 0) return;
+  check_multiple_of_8(K, "router_logits: hidden size must be a multiple of 8");
+  const dim3 grid(static_cast<unsigned>((E + 7) / 8), static_cast<unsigned>((n + kRouterTokens - 1) / kRouterTokens));
+  launch(router_logits_kernel, grid, 256, stream, router, E, K, x, n, logits);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_route(const MoeRouteParams& p, cudaStream_t stream) {
+  if (p.n_tokens == 0) return;
+  if (p.n_experts > kMaxRoutedExperts || p.top_k > 32 || p.n_group > 32)
+    fail("moe_route: more than 256 experts, 32 chosen or 32 groups", cudaErrorInvalidValue, __FILE__, __LINE__);
+  launch(moe_route_kernel, static_cast<unsigned>((p.n_tokens + kRouteWarps - 1) / kRouteWarps), kRouteWarps * 32, stream, p);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_group(const int32_t* ids, int64_t n_pairs, int64_t n_experts, const MoeGroups& groups, cudaStream_t stream) {
+  launch(moe_group_kernel, 1, 1024, stream, ids, n_pairs, n_experts, groups);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_gemv_swiglu(const bf16* w_gate_up, int64_t I, int64_t K, const bf16* x, int64_t top_k, const MoeGroups& groups,
+                     int64_t max_active, bf16* act, cudaStream_t stream) {
+  if (max_active == 0) return;
+  check_multiple_of_8(K, "moe_gemv_swiglu: hidden size must be a multiple of 8");
+  const dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(max_active));
+  launch(moe_gemv_kernel<true>, grid, 256, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_gemv_down(const bf16* w_down, int64_t M, int64_t I, const bf16* act, const MoeGroups& groups, int64_t max_active, float* out,
+                   cudaStream_t stream) {
+  if (max_active == 0) return;
+  check_multiple_of_8(I, "moe_gemv_down: expert width must be a multiple of 8");
+  const dim3 grid(static_cast<unsigned>((M + 7) / 8), static_cast<unsigned>(max_active));
+  launch(moe_gemv_kernel<false>, grid, 256, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_combine(const float* expert_out, const float* weights, int64_t n, int64_t top_k, int64_t dim, float* hidden,
+                 cudaStream_t stream) {
+  if (n == 0) return;
+  launch(moe_combine_kernel, static_cast<unsigned>(n), 256, stream, expert_out, weights, top_k, dim, hidden);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace seekserve::cuda

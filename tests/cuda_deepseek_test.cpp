@@ -1,0 +1,279 @@
+// DeepSeek's CUDA kernels against the CPU references on random inputs of awkward sizes: the
+// routing kernel against route_tokens (every rule: V3 sigmoid + bias + top-2 groups, V2 softmax
+// greedy and group-limited), the grouped expert matmuls against the reference MoE dispatch, and
+// MLA attention over a shuffled paged latent cache against the reference attention. The whole
+// models run against their goldens in cuda_test.cpp. Skips cleanly without a device.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "backend/reference_backend.h"
+#include "cuda/deepseek_kernels.h"
+#include "cuda_test_support.h"
+#include "layers/moe.h"
+#include "models/kv_cache.h"
+
+namespace seekserve::cuda {
+namespace {
+
+MoeRouteParams route_params(const MoeConfig& c) {
+  MoeRouteParams p;
+  p.n_experts = c.n_routed_experts;
+  p.top_k = c.top_k;
+  p.n_group = c.n_group;
+  p.topk_group = c.topk_group;
+  p.sigmoid = c.scoring == MoeScoring::kSigmoid;
+  p.group_top2 = c.topk_method == MoeTopkMethod::kNoauxTc;
+  p.group_limited = c.topk_method != MoeTopkMethod::kGreedy;
+  p.normalize = c.norm_topk_prob && (p.sigmoid || c.top_k > 1);
+  p.scale = p.sigmoid || !p.normalize;
+  p.routed_scaling_factor = c.routed_scaling_factor;
+  return p;
+}
+
+TEST_F(CudaTest, MoeRoutingMatchesRouteTokens) {
+  struct Rule {
+    const char* name;
+    MoeConfig config;
+  };
+  auto config = [](int64_t E, int64_t k, int64_t groups, int64_t kept, MoeScoring scoring, MoeTopkMethod method, bool norm, float scale) {
+    MoeConfig c;
+    c.n_routed_experts = E;
+    c.top_k = k;
+    c.n_group = groups;
+    c.topk_group = kept;
+    c.scoring = scoring;
+    c.topk_method = method;
+    c.norm_topk_prob = norm;
+    c.routed_scaling_factor = scale;
+    return c;
+  };
+  const std::vector<Rule> rules = {
+      {"V3 (256 experts, 8 groups)", config(256, 8, 8, 4, MoeScoring::kSigmoid, MoeTopkMethod::kNoauxTc, true, 2.5f)},
+      {"V3 small (36 experts, 4 groups)", config(36, 5, 4, 2, MoeScoring::kSigmoid, MoeTopkMethod::kNoauxTc, true, 1.0f)},
+      {"V2 greedy (64 experts)", config(64, 6, 1, 1, MoeScoring::kSoftmax, MoeTopkMethod::kGreedy, false, 1.0f)},
+      {"V2 group-limited (160 experts)", config(160, 6, 8, 3, MoeScoring::kSoftmax, MoeTopkMethod::kGroupLimitedGreedy, false, 16.0f)},
+      {"V2 normalized", config(8, 3, 1, 1, MoeScoring::kSoftmax, MoeTopkMethod::kGreedy, true, 1.0f)},
+  };
+  for (const Rule& rule : rules) {
+    SCOPED_TRACE(rule.name);
+    const MoeConfig& c = rule.config;
+    const int64_t n = 45, E = c.n_routed_experts, K = c.top_k;
+    const std::vector<float> logits = random(static_cast<size_t>(n * E), 2.0f);
+    std::vector<float> bias;
+    if (c.topk_method == MoeTopkMethod::kNoauxTc) {
+      bias = random(static_cast<size_t>(E), 0.1f);
+      for (float& b : bias) b = std::fabs(b);
+    }
+    std::vector<int32_t> want_ids(static_cast<size_t>(n * K));
+    std::vector<float> want_weights(want_ids.size()), margins(static_cast<size_t>(n));
+    route_tokens(c, logits.data(), n, bias, want_ids.data(), want_weights.data(), margins.data());
+
+    auto d_logits = upload(logits);
+    auto d_bias = upload(bias.empty() ? std::vector<float>{0.0f} : bias);
+    auto d_ids = upload(std::vector<int32_t>(static_cast<size_t>(n * K), -1));
+    auto d_weights = upload(std::vector<float>(static_cast<size_t>(n * K), kSentinel));
+    MoeRouteParams p = route_params(c);
+    p.logits = d_logits.data();
+    p.correction_bias = bias.empty() ? nullptr : d_bias.data();
+    p.n_tokens = n;
+    p.ids = d_ids.data();
+    p.weights = d_weights.data();
+    moe_route(p, nullptr);
+    const std::vector<int32_t> ids = download(d_ids, want_ids.size());
+    const std::vector<float> weights = download(d_weights, want_weights.size());
+    int64_t checked = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      if (margins[static_cast<size_t>(t)] < 1e-4f) continue;  // a near-tie may go either way in float
+      ++checked;
+      for (int64_t j = 0; j < K; ++j) {
+        const auto i = static_cast<size_t>(t * K + j);
+        EXPECT_EQ(ids[i], want_ids[i]) << "token " << t << " choice " << j;
+        EXPECT_NEAR(weights[i], want_weights[i], 1e-5f * std::max(1.0f, std::fabs(want_weights[i]))) << "token " << t << " choice " << j;
+      }
+    }
+    EXPECT_GT(checked, n / 2);
+  }
+}
+
+TEST_F(CudaTest, GroupedExpertMatmulsMatchTheReferenceDispatch) {
+  ReferenceBackend reference;
+  const int64_t E = 8, D = 136, I = 72, K = 3;
+  std::vector<MlpWeights> experts(static_cast<size_t>(E));
+  std::vector<float> gate_up_host, down_host;  // stacked as the device holds them
+  for (MlpWeights& e : experts) {
+    const std::vector<float> g = random(static_cast<size_t>(I * D), 0.1f), u = random(g.size(), 0.1f), d = random(static_cast<size_t>(D * I), 0.1f);
+    e.gate = weight_to_bf16(weight_from_f32(g, I, D));
+    e.up = weight_to_bf16(weight_from_f32(u, I, D));
+    e.down = weight_to_bf16(weight_from_f32(d, D, I));
+    for (const auto* part : {&g, &u}) gate_up_host.insert(gate_up_host.end(), part->begin(), part->end());
+    down_host.insert(down_host.end(), d.begin(), d.end());
+  }
+  auto d_gate_up = upload(to_bf16_host(gate_up_host));
+  auto d_down = upload(to_bf16_host(down_host));
+  for (int64_t n : {1, 5, 40}) {  // 40 tokens: 15 pairs an expert on average, several groups of 8
+    SCOPED_TRACE("tokens " + std::to_string(n));
+    std::vector<float> x = random(static_cast<size_t>(n * D));
+    for (float& v : x) v = round_to_bf16(v);
+    std::vector<int32_t> ids(static_cast<size_t>(n * K));
+    std::vector<float> weights(ids.size());
+    MoeConfig c;
+    c.n_routed_experts = E;
+    c.top_k = K;
+    const std::vector<float> logits = random(static_cast<size_t>(n * E));
+    route_tokens(c, logits.data(), n, {}, ids.data(), weights.data());
+    std::vector<float> want = random(static_cast<size_t>(n * D));  // the residual stream it adds to
+    const std::vector<float> start = want;
+    MoeArgs args;
+    args.x = x.data();
+    args.n_tokens = n;
+    args.hidden = D;
+    args.top_k = K;
+    args.expert_ids = ids.data();
+    args.expert_weights = weights.data();
+    args.experts = experts;
+    args.out = want.data();
+    reference.moe_experts(args);
+
+    const int64_t pairs = n * K;
+    auto d_x = upload(to_bf16_host(x));
+    auto d_ids = upload(ids);
+    auto d_weights = upload(weights);
+    auto d_groups = upload(std::vector<int32_t>(static_cast<size_t>(pairs + 2 * E + 2), -1));
+    auto d_act = upload(std::vector<bf16>(static_cast<size_t>(pairs * I)));
+    auto d_out = upload(std::vector<float>(static_cast<size_t>(pairs * D), kSentinel));
+    auto d_hidden = upload(start, 8, kSentinel);
+    MoeGroups g;
+    g.offsets = d_groups.data();
+    g.sorted = g.offsets + E + 1;
+    g.active = g.sorted + pairs;
+    g.n_active = g.active + E;
+    moe_group(d_ids.data(), pairs, E, g, nullptr);
+    const int64_t max_active = std::min(E, pairs);
+    moe_gemv_swiglu(d_gate_up.data(), I, D, d_x.data(), K, g, max_active, d_act.data(), nullptr);
+    moe_gemv_down(d_down.data(), D, I, d_act.data(), g, max_active, d_out.data(), nullptr);
+    moe_combine(d_out.data(), d_weights.data(), n, K, D, d_hidden.data(), nullptr);
+
+    // The grouping itself: offsets count each expert's pairs, the active list names the others.
+    const std::vector<int32_t> groups = download(d_groups, static_cast<size_t>(pairs + 2 * E + 2));
+    std::vector<int32_t> count(static_cast<size_t>(E), 0);
+    for (int32_t e : ids) ++count[static_cast<size_t>(e)];
+    int64_t active = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      EXPECT_EQ(groups[static_cast<size_t>(e + 1)] - groups[static_cast<size_t>(e)], count[static_cast<size_t>(e)]) << "expert " << e;
+      if (count[static_cast<size_t>(e)] > 0) {
+        EXPECT_EQ(groups[static_cast<size_t>(E + 1 + pairs + active++)], e);
+      }
+    }
+    EXPECT_EQ(groups[static_cast<size_t>(E + 1 + pairs + E)], active);
+
+    const std::vector<float> got = download(d_hidden, start.size() + 8);
+    EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(start.size())), want), 2e-3);
+    for (size_t i = start.size(); i < got.size(); ++i) EXPECT_EQ(got[i], kSentinel) << "written past the end";
+  }
+}
+
+TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
+  ReferenceBackend reference;
+  struct Shape {
+    int64_t heads, R, P;
+  };
+  for (const Shape& s : std::vector<Shape>{{5, 48, 16}, {20, 512, 64}, {16, 64, 32}}) {
+    const int64_t H = s.heads, R = s.R, P = s.P, N = 8, QD = N + P, block = 16, context = 150;
+    SCOPED_TRACE("heads " + std::to_string(H) + " R " + std::to_string(R) + " P " + std::to_string(P));
+    const int64_t n_blocks = (context + block - 1) / block + 2, rows = n_blocks * block;
+    std::vector<int32_t> table(static_cast<size_t>(n_blocks));
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng_);
+    // Cache rows hold bf16 values; the reference reads them as float.
+    std::vector<float> c_kv = random(static_cast<size_t>(rows * R)), k_pe = random(static_cast<size_t>(rows * P));
+    for (float& v : c_kv) v = round_to_bf16(v);
+    for (float& v : k_pe) v = round_to_bf16(v);
+    std::vector<float> cos(static_cast<size_t>(context * P / 2)), sin(cos.size());
+    for (int64_t pos = 0; pos < context; ++pos)
+      for (int64_t i = 0; i < P / 2; ++i) {
+        const float angle = static_cast<float>(pos) * std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(P));
+        cos[static_cast<size_t>(pos * P / 2 + i)] = std::cos(angle);
+        sin[static_cast<size_t>(pos * P / 2 + i)] = std::sin(angle);
+      }
+    auto d_c_kv = upload(to_bf16_host(c_kv));
+    auto d_k_pe = upload(to_bf16_host(k_pe));
+    auto d_table = upload(table);
+    auto d_cos = upload(cos);
+    auto d_sin = upload(sin);
+    // A prefill chunk of the last 37 positions, then single decode tokens with and without splits.
+    for (const auto& [n, splits] : std::vector<std::pair<int64_t, int64_t>>{{37, 1}, {1, 1}, {1, 3}, {1, 7}}) {
+      SCOPED_TRACE("tokens " + std::to_string(n) + " splits " + std::to_string(splits));
+      std::vector<int32_t> positions(static_cast<size_t>(n)), seq(static_cast<size_t>(n), 0);
+      for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = static_cast<int32_t>(context - n + t);
+      std::vector<float> q_latent = random(static_cast<size_t>(n * H * R), 0.2f);
+      for (float& v : q_latent) v = round_to_bf16(v);
+      const std::vector<float> q = random(static_cast<size_t>(n * H * QD), 0.5f);  // [n, H, nope | rope], rope unrotated
+      // Reference: q_pe gathered and rotated on interleaved pairs at each token's position.
+      std::vector<float> q_pe(static_cast<size_t>(n * H * P));
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t pos = positions[static_cast<size_t>(t)];
+          std::copy_n(q.data() + (t * H + h) * QD + N, P, q_pe.data() + (t * H + h) * P);
+          reference.rope(q_pe.data() + (t * H + h) * P, 1, 1, P, P, P, cos.data() + pos * P / 2, sin.data() + pos * P / 2,
+                         RopePairing::kInterleaved);
+        }
+      std::vector<float> want(static_cast<size_t>(n * H * R));
+      MlaAttentionArgs a;
+      a.q_latent = q_latent.data();
+      a.q_pe = q_pe.data();
+      a.c_kv_pool = c_kv.data();
+      a.k_pe_pool = k_pe.data();
+      a.block_table = table.data();
+      a.block_size = block;
+      a.positions = positions.data();
+      a.n_tokens = n;
+      a.n_heads = H;
+      a.kv_lora_rank = R;
+      a.rope_dim = P;
+      a.scale = 0.11f;
+      a.out_latent = want.data();
+      reference.mla_attention(a);
+
+      auto d_q_latent = upload(to_bf16_host(q_latent));
+      auto d_q = upload(q);
+      auto d_pos = upload(positions);
+      auto d_seq = upload(seq);
+      auto d_out = upload(std::vector<bf16>(want.size()), 8, to_bf16_host({kSentinel})[0]);
+      DeviceBuffer<float> d_partial;
+      ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(mla_partial_floats(n, H, splits, R))).ok());
+      MlaAttentionParams p;
+      p.q_latent = d_q_latent.data();
+      p.q = d_q.data();
+      p.q_stride = H * QD;
+      p.q_head_stride = QD;
+      p.q_pe_offset = N;
+      p.c_kv_pool = d_c_kv.data();
+      p.k_pe_pool = d_k_pe.data();
+      p.block_tables = d_table.data();
+      p.table_stride = n_blocks;
+      p.token_seq = d_seq.data();
+      p.positions = d_pos.data();
+      p.cos = d_cos.data();
+      p.sin = d_sin.data();
+      p.n_tokens = n;
+      p.n_heads = H;
+      p.kv_rank = R;
+      p.rope_dim = P;
+      p.block_size = block;
+      p.scale = 0.11f;
+      p.out = d_out.data();
+      p.n_splits = splits;
+      p.partial = d_partial.data();
+      mla_attention(p, nullptr);
+      const std::vector<bf16> out = download(d_out, want.size() + 8);
+      std::vector<float> got;
+      for (size_t i = 0; i < want.size(); ++i) got.push_back(bf16_value(out[i]));
+      EXPECT_LE(rel_error(got, want), 8e-3);
+      for (size_t i = want.size(); i < out.size(); ++i) EXPECT_EQ(bf16_value(out[i]), kSentinel) << "written past the end";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace seekserve::cuda
