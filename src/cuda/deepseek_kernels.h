@@ -36,7 +36,8 @@ struct MlaPrepareParams {
 void mla_prepare(const MlaPrepareParams& p, cudaStream_t stream);
 
 // Per-head matmul: out[t][h * M + m] = bf16(sum_k w[h * M + m][k] * x[t * x_token_stride +
-// h * x_head_stride + k]) for heads h < H. w: [H * M, K] bf16; x float32 or bf16. The absorbed
+// h * x_head_stride + k]) for heads h < H. w: [H * M, K] bf16 (K a multiple of 8, at most 512);
+// x float32 or bf16. The absorbed
 // MLA's q_nope -> q_latent (W_uk^T per head) and out_latent -> v (W_uv per head).
 void head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const float* x, int64_t x_token_stride, int64_t x_head_stride,
                  int64_t n, bf16* out, cudaStream_t stream);
@@ -67,7 +68,7 @@ struct MlaAttentionParams {
   int64_t n_splits = 1;
   float* partial = nullptr;  // mla_partial_floats(...) floats when n_splits > 1
 };
-// Latent widths the kernel is built for (R <= 512, R + P even, P even).
+// Latent widths the kernel is built for (R and P multiples of 8, R + P <= 576).
 bool mla_attention_supported(int64_t kv_rank, int64_t rope_dim);
 // Slices per token so the grid fills the GPU: slices of at least 64 positions.
 int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions);

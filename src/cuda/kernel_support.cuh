@@ -79,6 +79,17 @@ __device__ __forceinline__ float rms_inverse(float sum_sq, int64_t dim, float ep
 __device__ __forceinline__ float rms_scaled(float weight, float v, float inv_rms) { return weight * (v * inv_rms); }
 __device__ __forceinline__ float silu_times(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
 
+// Eight bf16 (one 16-byte load) as float.
+__device__ __forceinline__ void bf16x8_to_float(const uint4& v, float* out) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __bfloat1622float2(p[j]);
+    out[2 * j] = f.x;
+    out[2 * j + 1] = f.y;
+  }
+}
+
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>

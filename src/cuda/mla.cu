@@ -53,44 +53,50 @@ __global__ void mla_prepare_kernel(MlaPrepareParams p) {
   }
 }
 
-__device__ __forceinline__ float2 pair_to_float2(const float* x) { return *reinterpret_cast<const float2*>(x); }
-__device__ __forceinline__ float2 pair_to_float2(const bf16* x) { return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(x)); }
+// Grid (row groups of 8, heads): warp w takes row blockIdx.x * 8 + w of its head; the head's
+// inputs for up to 16 tokens are staged in shared memory as float (K <= 512), and lanes stream the
+// row in 16-byte chunks. The per-head matrices are small (R x nope and V x R, a few MB a layer).
+constexpr int kHeadTokens = 16, kHeadMaxK = 512;
 
-// Grid (row groups of 32, heads): each warp takes 4 rows of its head and up to 8 tokens per pass,
-// lanes striding over K in pairs. The per-head matrices are small (R x nope and V x R): a few
-// MB a layer, read from L2 after the first pass.
-constexpr int kHeadRowsPerWarp = 4, kHeadTokens = 8;
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
 
 template <typename InT>
 __global__ void __launch_bounds__(256) head_matmul_kernel(const bf16* w, int64_t H, int64_t M, int64_t K, const InT* x,
                                                          int64_t x_token_stride, int64_t x_head_stride, int64_t n, bf16* out) {
   dependency_wait();
+  __shared__ __align__(16) float xs[kHeadTokens * kHeadMaxK];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t h = blockIdx.y;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * 8 * kHeadRowsPerWarp + warp * kHeadRowsPerWarp;
-  const bf16* wh = w + h * M * K;
+  const int64_t h = blockIdx.y, row = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + (h * M + row) * K);
+  const int chunks = static_cast<int>(K / 8);
   for (int64_t t0 = 0; t0 < n; t0 += kHeadTokens) {
-    float acc[kHeadRowsPerWarp][kHeadTokens] = {};
-    for (int64_t k = 2 * lane; k < K; k += 64) {
-      float2 xv[kHeadTokens];
+    const int count = n - t0 < kHeadTokens ? static_cast<int>(n - t0) : kHeadTokens;
+    __syncthreads();  // the previous pass is done with xs
+    for (int i = threadIdx.x; i < count * K; i += blockDim.x) {
+      const int tt = i / static_cast<int>(K), k = i % static_cast<int>(K);
+      xs[tt * K + k] = to_float(x[(t0 + tt) * x_token_stride + h * x_head_stride + k]);
+    }
+    __syncthreads();
+    if (row >= M) continue;
+    float acc[kHeadTokens] = {};
+    for (int c = lane; c < chunks; c += 32) {
+      float wf[8];
+      bf16x8_to_float(wr[c], wf);
 #pragma unroll
-      for (int tt = 0; tt < kHeadTokens; ++tt)
-        xv[tt] = t0 + tt < n ? pair_to_float2(x + (t0 + tt) * x_token_stride + h * x_head_stride + k) : make_float2(0.0f, 0.0f);
-#pragma unroll
-      for (int i = 0; i < kHeadRowsPerWarp; ++i) {
-        if (m0 + i >= M) break;
-        const float2 wv = pair_to_float2(wh + (m0 + i) * K + k);
-#pragma unroll
-        for (int tt = 0; tt < kHeadTokens; ++tt) acc[i][tt] = fmaf(wv.x, xv[tt].x, fmaf(wv.y, xv[tt].y, acc[i][tt]));
+      for (int tt = 0; tt < kHeadTokens; ++tt) {
+        if (tt >= count) break;
+        const float4 x0 = *reinterpret_cast<const float4*>(xs + tt * K + 8 * c);
+        const float4 x1 = *reinterpret_cast<const float4*>(xs + tt * K + 8 * c + 4);
+        acc[tt] = fmaf(wf[0], x0.x, fmaf(wf[1], x0.y, fmaf(wf[2], x0.z, fmaf(wf[3], x0.w, acc[tt]))));
+        acc[tt] = fmaf(wf[4], x1.x, fmaf(wf[5], x1.y, fmaf(wf[6], x1.z, fmaf(wf[7], x1.w, acc[tt]))));
       }
     }
 #pragma unroll
-    for (int i = 0; i < kHeadRowsPerWarp; ++i)
-#pragma unroll
-      for (int tt = 0; tt < kHeadTokens; ++tt) {
-        const float v = warp_sum(acc[i][tt]);
-        if (lane == 0 && m0 + i < M && t0 + tt < n) out[(t0 + tt) * H * M + h * M + m0 + i] = __float2bfloat16_rn(v);
-      }
+    for (int tt = 0; tt < kHeadTokens; ++tt) {
+      const float v = warp_sum(acc[tt]);
+      if (lane == 0 && tt < count) out[(t0 + tt) * H * M + h * M + row] = __float2bfloat16_rn(v);
+    }
   }
 }
 
@@ -98,9 +104,8 @@ template <typename InT>
 void launch_head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const InT* x, int64_t x_token_stride, int64_t x_head_stride,
                         int64_t n, bf16* out, cudaStream_t stream) {
   if (n == 0) return;
-  if (K % 2 != 0 || x_token_stride % 2 != 0 || x_head_stride % 2 != 0)
-    fail("head_matmul: K and the input strides must be even", cudaErrorInvalidValue, __FILE__, __LINE__);
-  const dim3 grid(static_cast<unsigned>((M + 8 * kHeadRowsPerWarp - 1) / (8 * kHeadRowsPerWarp)), static_cast<unsigned>(H));
+  if (K % 8 != 0 || K > kHeadMaxK) fail("head_matmul: K must be a multiple of 8, at most 512", cudaErrorInvalidValue, __FILE__, __LINE__);
+  const dim3 grid(static_cast<unsigned>((M + 7) / 8), static_cast<unsigned>(H));
   launch(head_matmul_kernel<InT>, grid, 256, stream, w, H, M, K, x, x_token_stride, x_head_stride, n, out);
   SS_CUDA_CHECK_LAUNCH();
 }
@@ -138,23 +143,26 @@ __global__ void __launch_bounds__(kMlaThreads) mla_attention_kernel(MlaAttention
   const int32_t* table = p.block_tables + static_cast<int64_t>(p.token_seq[t]) * p.table_stride;
   const int block_size = static_cast<int>(p.block_size);
 
-  // Queries: q_latent as stored, q_pe rotated here (interleaved pairs).
+  // Queries: q_latent as stored (16-byte loads), q_pe rotated here (interleaved pairs).
   const float* cs = p.cos + static_cast<int64_t>(pos) * (P / 2);
   const float* sn = p.sin + static_cast<int64_t>(pos) * (P / 2);
-  for (int idx = threadIdx.x; idx < kMlaHeads * W; idx += kMlaThreads) {
-    const int hh = idx / W, d = idx % W, h = h0 + hh;
-    float v = 0.0f;
+  for (int idx = threadIdx.x; idx < kMlaHeads * (R / 8); idx += kMlaThreads) {
+    const int hh = idx / (R / 8), c = idx % (R / 8), h = h0 + hh;
+    float v[8] = {};
+    if (h < H) bf16x8_to_float(reinterpret_cast<const uint4*>(p.q_latent + (t * H + h) * R)[c], v);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) qs[hh * W + 8 * c + j] = v[j];
+  }
+  for (int idx = threadIdx.x; idx < kMlaHeads * (P / 2); idx += kMlaThreads) {
+    const int hh = idx / (P / 2), j = idx % (P / 2), h = h0 + hh;
+    float a = 0.0f, b = 0.0f;
     if (h < H) {
-      if (d < R) {
-        v = __bfloat162float(p.q_latent[(t * H + h) * R + d]);
-      } else {
-        const int i = d - R, j = i / 2;
-        const float* qp = p.q + t * p.q_stride + h * p.q_head_stride + p.q_pe_offset;
-        const float a = qp[2 * j], b = qp[2 * j + 1];
-        v = i % 2 == 0 ? a * cs[j] - b * sn[j] : b * cs[j] + a * sn[j];
-      }
+      const float* qp = p.q + t * p.q_stride + h * p.q_head_stride + p.q_pe_offset;
+      a = qp[2 * j];
+      b = qp[2 * j + 1];
     }
-    qs[idx] = v;
+    qs[hh * W + R + 2 * j] = a * cs[j] - b * sn[j];
+    qs[hh * W + R + 2 * j + 1] = b * cs[j] + a * sn[j];
   }
 
   const int visible = pos + 1;
@@ -165,18 +173,39 @@ __global__ void __launch_bounds__(kMlaThreads) mla_attention_kernel(MlaAttention
   const int ha = 2 * warp, hb = 2 * warp + 1;
   float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
   float o_a[kCols] = {}, o_b[kCols] = {};
-  const int half_r = R / 2, half_w = W / 2;
+  const int half_w = W / 2;
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     __syncthreads();  // queries staged / the previous tile consumed
-    for (int idx = threadIdx.x; idx < kMlaTile * half_w; idx += kMlaThreads) {
-      const int r = idx / half_w, c2 = idx % half_w, s = tile * kMlaTile + r;
-      uint32_t word = 0;
+    // 8 threads a key row, each loading its 16-byte pieces of [c_kv | k_pe] before storing any.
+    {
+      const int r = threadIdx.x / 8, part = threadIdx.x % 8, s = tile * kMlaTile + r;
+      const int pieces = W / 8, r_pieces = R / 8;
+      const uint4* c_kv_row = nullptr;
+      const uint4* k_pe_row = nullptr;
       if (s < visible) {
         const int64_t row = static_cast<int64_t>(table[s / block_size]) * block_size + s % block_size;
-        word = c2 < half_r ? reinterpret_cast<const uint32_t*>(p.c_kv_pool + row * R)[c2]
-                           : reinterpret_cast<const uint32_t*>(p.k_pe_pool + row * P)[c2 - half_r];
+        c_kv_row = reinterpret_cast<const uint4*>(p.c_kv_pool + row * R);
+        k_pe_row = reinterpret_cast<const uint4*>(p.k_pe_pool + row * P);
       }
-      ks[r * row_words + c2] = word;
+      constexpr int kPiecesPerThread = (512 + 64) / 8 / 8;  // up to R + P = 576
+      uint4 piece[kPiecesPerThread];
+#pragma unroll
+      for (int i = 0; i < kPiecesPerThread; ++i) {
+        const int c = part + 8 * i;
+        piece[i] = make_uint4(0, 0, 0, 0);
+        if (c_kv_row && c < pieces) piece[i] = c < r_pieces ? c_kv_row[c] : k_pe_row[c - r_pieces];
+      }
+#pragma unroll
+      for (int i = 0; i < kPiecesPerThread; ++i) {
+        const int c = part + 8 * i;
+        if (c < pieces) {
+          uint32_t* dst = ks + r * row_words + 4 * c;
+          dst[0] = piece[i].x;
+          dst[1] = piece[i].y;
+          dst[2] = piece[i].z;
+          dst[3] = piece[i].w;
+        }
+      }
     }
     __syncthreads();
     const uint32_t* key = ks + lane * row_words;
@@ -300,7 +329,7 @@ void head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const bf16* x, 
 }
 
 bool mla_attention_supported(int64_t kv_rank, int64_t rope_dim) {
-  return kv_rank > 0 && kv_rank <= 512 && kv_rank % 2 == 0 && rope_dim > 0 && rope_dim % 2 == 0;
+  return kv_rank > 0 && rope_dim > 0 && kv_rank % 8 == 0 && rope_dim % 8 == 0 && kv_rank + rope_dim <= 576;
 }
 
 int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {

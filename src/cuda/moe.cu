@@ -14,19 +14,9 @@ using namespace detail;
 
 namespace {
 
-__device__ __forceinline__ void bf16x8_to_float(const uint4& v, float* out) {
-  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 f = __bfloat1622float2(p[j]);
-    out[2 * j] = f.x;
-    out[2 * j + 1] = f.y;
-  }
-}
-
-// Grid (experts / 8, token groups of 8): warp w dots expert row blockIdx.x * 8 + w with up to 8
+// Grid (experts / 8, token groups of kRouterTokens): warp w dots expert row blockIdx.x * 8 + w with its
 // tokens, lanes over 8-element chunks of K.
-constexpr int kRouterTokens = 8;
+constexpr int kRouterTokens = 2;  // more blocks at batch 32 (32 blocks of 8 tokens were latency-bound)
 __global__ void __launch_bounds__(256) router_logits_kernel(const float* router, int64_t E, int64_t K, const bf16* x, int64_t n,
                                                            float* logits) {
   dependency_wait();
@@ -203,9 +193,12 @@ __global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int
   for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) g.sorted[atomicAdd(&cursor[ids[p]], 1)] = static_cast<int32_t>(p);
 }
 
-// Grid (row groups of 8, active experts): warp w takes row blockIdx.x * 8 + w of the expert
-// (with kSwiGLU: gate row r and up row I + r side by side) and its pairs 8 at a time.
-constexpr int kExpertTokens = 8;
+// Grid (row groups of 8 * kExpertRowsPerWarp, active experts): warp w takes rows
+// blockIdx.x * 8 * kExpertRowsPerWarp + 8 r + w of the expert (with kSwiGLU: gate row and up row
+// side by side) and its pairs 8 at a time. (Measured on the H200, V2-Lite shapes: 4 rows a warp
+// to amortize the block's chain of index loads was slower at batch 1 and mixed at batch 32;
+// loading 2 or 4 chunks a lane before use changed nothing.)
+constexpr int kExpertTokens = 8, kExpertRowsPerWarp = 1, kExpertRowsPerBlock = 8 * kExpertRowsPerWarp;
 
 template <bool kSwiGLU>
 __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t x_per_pair_div,
@@ -215,49 +208,62 @@ __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M,
   constexpr int kOuts = kSwiGLU ? 2 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t e = g.active[blockIdx.y];
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + warp;
-  if (row >= M) return;
-  const bf16* we = w + e * kOuts * M * K;
+  const int chunks = static_cast<int>(K / 8);
   const int begin = g.offsets[e], end = g.offsets[e + 1];
+  const int div = static_cast<int>(x_per_pair_div);
   for (int chunk = begin; chunk < end; chunk += kExpertTokens) {
     const int count = min(kExpertTokens, end - chunk);
     int pair[kExpertTokens];
+    const uint4* xr[kExpertTokens];
 #pragma unroll
-    for (int tt = 0; tt < kExpertTokens; ++tt) pair[tt] = tt < count ? g.sorted[chunk + tt] : 0;
-    float acc[kOuts][kExpertTokens] = {};
-    for (int64_t c = lane; c < K / 8; c += 32) {
-      float wf[kOuts][8];
+    for (int tt = 0; tt < kExpertTokens; ++tt) {
+      pair[tt] = tt < count ? g.sorted[chunk + tt] : 0;
+      xr[tt] = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(pair[tt] / div) * K);
+    }
+    for (int r = 0; r < kExpertRowsPerWarp; ++r) {
+      const int64_t row = static_cast<int64_t>(blockIdx.x) * kExpertRowsPerBlock + 8 * r + warp;
+      if (row >= M) break;
+      const uint4* wr[kOuts];
 #pragma unroll
-      for (int o = 0; o < kOuts; ++o) bf16x8_to_float(__ldcs(reinterpret_cast<const uint4*>(we + (row + o * M) * K) + c), wf[o]);
+      for (int o = 0; o < kOuts; ++o) wr[o] = reinterpret_cast<const uint4*>(w + ((e * kOuts + o) * M + row) * K);
+      float acc[kOuts][kExpertTokens] = {};
+#pragma unroll 2
+      for (int c = lane; c < chunks; c += 32) {
+        float wf[kOuts][8];
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o) bf16x8_to_float(__ldcs(wr[o] + c), wf[o]);
+#pragma unroll
+        for (int tt = 0; tt < kExpertTokens; ++tt) {
+          if (tt >= count) break;
+          float xf[8];
+          bf16x8_to_float(xr[tt][c], xf);
+#pragma unroll
+          for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[o][tt] = fmaf(wf[o][j], xf[j], acc[o][tt]);
+        }
+      }
 #pragma unroll
       for (int tt = 0; tt < kExpertTokens; ++tt) {
         if (tt >= count) break;
-        float xf[8];
-        bf16x8_to_float(reinterpret_cast<const uint4*>(x + (pair[tt] / x_per_pair_div) * K)[c], xf);
+        float v[kOuts];
 #pragma unroll
-        for (int o = 0; o < kOuts; ++o)
-#pragma unroll
-          for (int j = 0; j < 8; ++j) acc[o][tt] = fmaf(wf[o][j], xf[j], acc[o][tt]);
-      }
-    }
-#pragma unroll
-    for (int tt = 0; tt < kExpertTokens; ++tt) {
-      if (tt >= count) break;
-      float v[kOuts];
-#pragma unroll
-      for (int o = 0; o < kOuts; ++o) v[o] = warp_sum(acc[o][tt]);
-      if (lane == 0) {
-        if constexpr (kSwiGLU) act[static_cast<int64_t>(pair[tt]) * M + row] = __float2bfloat16_rn(silu_times(v[0], v[1]));
-        else out[static_cast<int64_t>(pair[tt]) * M + row] = v[0];
+        for (int o = 0; o < kOuts; ++o) v[o] = warp_sum(acc[o][tt]);
+        if (lane == 0) {
+          if constexpr (kSwiGLU) act[static_cast<int64_t>(pair[tt]) * M + row] = __float2bfloat16_rn(silu_times(v[0], v[1]));
+          else out[static_cast<int64_t>(pair[tt]) * M + row] = v[0];
+        }
       }
     }
   }
 }
 
+// Grid (tokens, column slices of 256): one column a thread.
 __global__ void moe_combine_kernel(const float* expert_out, const float* weights, int64_t top_k, int64_t dim, float* hidden) {
   dependency_wait();
   const int64_t t = blockIdx.x;
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+  const int64_t d = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (d < dim) {
     float v = 0.0f;
     for (int64_t j = 0; j < top_k; ++j) v = fmaf(weights[t * top_k + j], expert_out[(t * top_k + j) * dim + d], v);
     hidden[t * dim + d] += v;
@@ -295,7 +301,7 @@ void moe_gemv_swiglu(const bf16* w_gate_up, int64_t I, int64_t K, const bf16* x,
                      int64_t max_active, bf16* act, cudaStream_t stream) {
   if (max_active == 0) return;
   check_multiple_of_8(K, "moe_gemv_swiglu: hidden size must be a multiple of 8");
-  const dim3 grid(static_cast<unsigned>((I + 7) / 8), static_cast<unsigned>(max_active));
+  const dim3 grid(static_cast<unsigned>((I + kExpertRowsPerBlock - 1) / kExpertRowsPerBlock), static_cast<unsigned>(max_active));
   launch(moe_gemv_kernel<true>, grid, 256, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
   SS_CUDA_CHECK_LAUNCH();
 }
@@ -304,7 +310,7 @@ void moe_gemv_down(const bf16* w_down, int64_t M, int64_t I, const bf16* act, co
                    cudaStream_t stream) {
   if (max_active == 0) return;
   check_multiple_of_8(I, "moe_gemv_down: expert width must be a multiple of 8");
-  const dim3 grid(static_cast<unsigned>((M + 7) / 8), static_cast<unsigned>(max_active));
+  const dim3 grid(static_cast<unsigned>((M + kExpertRowsPerBlock - 1) / kExpertRowsPerBlock), static_cast<unsigned>(max_active));
   launch(moe_gemv_kernel<false>, grid, 256, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
   SS_CUDA_CHECK_LAUNCH();
 }
@@ -312,7 +318,8 @@ void moe_gemv_down(const bf16* w_down, int64_t M, int64_t I, const bf16* act, co
 void moe_combine(const float* expert_out, const float* weights, int64_t n, int64_t top_k, int64_t dim, float* hidden,
                  cudaStream_t stream) {
   if (n == 0) return;
-  launch(moe_combine_kernel, static_cast<unsigned>(n), 256, stream, expert_out, weights, top_k, dim, hidden);
+  launch(moe_combine_kernel, dim3(static_cast<unsigned>(n), static_cast<unsigned>((dim + 255) / 256)), 256, stream, expert_out, weights,
+         top_k, dim, hidden);
   SS_CUDA_CHECK_LAUNCH();
 }
 
