@@ -43,6 +43,7 @@ if want deepseek; then
   echo "== benchmarks: DeepSeek"
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64 --batch 32
+  bench --model configs/deepseek-v2-lite.json --prompt-tokens 4096 --gen-tokens 4
 fi
 if want peer && [ -f "$bin/peer_graph.py" ]; then
   echo "== peer (PyTorch CUDA graph)"

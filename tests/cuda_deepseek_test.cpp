@@ -152,7 +152,7 @@ TEST_F(CudaTest, GroupedExpertMatmulsMatchTheReferenceDispatch) {
     const int64_t max_active = std::min(E, pairs);
     moe_gemv_swiglu(d_gate_up.data(), I, D, d_x.data(), K, g, max_active, d_act.data(), nullptr);
     moe_gemv_down(d_down.data(), D, I, d_act.data(), g, max_active, d_out.data(), nullptr);
-    moe_combine(d_out.data(), d_weights.data(), n, K, D, d_hidden.data(), nullptr);
+    moe_combine(d_out.data(), nullptr, d_weights.data(), n, K, D, d_hidden.data(), nullptr);
 
     // The grouping itself: offsets count each expert's pairs, the active list names the others.
     const std::vector<int32_t> groups = download(d_groups, static_cast<size_t>(pairs + 2 * E + 2));

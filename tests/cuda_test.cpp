@@ -378,6 +378,54 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
     EXPECT_TRUE(loaded.ok()) << loaded.status().to_string();
     return loaded;
   }
+  // Logits against the goldens at the bf16 tolerance; argmax where the reference margin exceeds 0.5.
+  void check_logits(CausalLM& gpu, CausalLM& reference) {
+    testing::Golden golden(GetParam());
+    const int64_t V = gpu.info().vocab_size;
+    int64_t compared = 0, prompts_compared = 0;
+    for (const std::string& p : golden.prompts()) {
+      SCOPED_TRACE(p);
+      const std::vector<int32_t> ids = golden.ints(p + ".ids");
+      const int64_t n = static_cast<int64_t>(ids.size());
+      auto run = [&](CausalLM& m, testing::RoutingRecord* routing) {
+        KvCache cache = m.new_cache();
+        ForwardRequest request;
+        request.tokens = ids;
+        request.logits_from = 0;
+        request.on_routing = routing->observer();
+        std::vector<float> logits;
+        const Status status = m.forward(request, cache, &logits);
+        EXPECT_TRUE(status.ok()) << status.to_string();
+        return logits;
+      };
+      testing::RoutingRecord routing, ref_routing;
+      const std::vector<float> logits = run(gpu, &routing), ref_logits = run(reference, &ref_routing);
+      // An MoE choice flipped by bf16 at a near-tie of the reference: from that token on the
+      // outputs legitimately diverge; the tokens before it must still agree.
+      const int64_t flip = testing::first_routing_flip(ref_routing, routing);
+      const int64_t agreeing = flip >= 0 ? flip : n;
+      prompts_compared += flip < 0;
+      ASSERT_EQ(static_cast<int64_t>(logits.size()), n * V);
+      const std::vector<float> head = golden.floats(p + ".logits_head");
+      const std::vector<float> tail = golden.floats(p + ".logits_tail");
+      if (agreeing >= std::min<int64_t>(n, 4)) {
+        EXPECT_LE(testing::relative_l2(logits.data(), head.data(), head.size()), 2e-2) << "logits_head";
+      }
+      if (flip < 0) {
+        EXPECT_LE(testing::relative_l2(logits.data() + (n * V - static_cast<int64_t>(tail.size())), tail.data(), tail.size()), 2e-2)
+            << "logits_tail";
+      }
+      const std::vector<int32_t> argmax_want = golden.ints(p + ".argmax");
+      for (int64_t t = 0; t < agreeing; ++t) {
+        if (testing::top2_margin(ref_logits.data() + t * V, V) < 0.5f) continue;
+        ++compared;
+        EXPECT_EQ(argmax(logits.data() + t * V, V), argmax_want[static_cast<size_t>(t)]) << "position " << t;
+      }
+    }
+    EXPECT_GT(compared, 0);
+    EXPECT_GT(prompts_compared, 0) << "some prompt must keep the reference's routing throughout";
+  }
+
   std::string dir_;
   Result<std::unique_ptr<CausalLM>> model = internal_error("not loaded");
 };
@@ -386,50 +434,15 @@ TEST_P(CudaGoldenTest, LogitsAndArgmaxMatchTheGoldens) {
   ASSERT_TRUE(model.ok());
   auto reference = load("cpu", ComputeDType::kF32);
   ASSERT_TRUE(reference.ok());
-  testing::Golden golden(GetParam());
-  const int64_t V = (*model)->info().vocab_size;
-  int64_t compared = 0, prompts_compared = 0;
-  for (const std::string& p : golden.prompts()) {
-    SCOPED_TRACE(p);
-    const std::vector<int32_t> ids = golden.ints(p + ".ids");
-    const int64_t n = static_cast<int64_t>(ids.size());
-    auto run = [&](CausalLM& m, testing::RoutingRecord* routing) {
-      KvCache cache = m.new_cache();
-      ForwardRequest request;
-      request.tokens = ids;
-      request.logits_from = 0;
-      request.on_routing = routing->observer();
-      std::vector<float> logits;
-      const Status status = m.forward(request, cache, &logits);
-      EXPECT_TRUE(status.ok()) << status.to_string();
-      return logits;
-    };
-    testing::RoutingRecord routing, ref_routing;
-    const std::vector<float> logits = run(**model, &routing), ref_logits = run(**reference, &ref_routing);
-    // An MoE choice flipped by bf16 at a near-tie of the reference: from that token on the
-    // outputs legitimately diverge; the tokens before it must still agree.
-    const int64_t flip = testing::first_routing_flip(ref_routing, routing);
-    const int64_t agreeing = flip >= 0 ? flip : n;
-    prompts_compared += flip < 0;
-    ASSERT_EQ(static_cast<int64_t>(logits.size()), n * V);
-    const std::vector<float> head = golden.floats(p + ".logits_head");
-    const std::vector<float> tail = golden.floats(p + ".logits_tail");
-    if (agreeing >= std::min<int64_t>(n, 4)) {
-      EXPECT_LE(testing::relative_l2(logits.data(), head.data(), head.size()), 2e-2) << "logits_head";
-    }
-    if (flip < 0) {
-      EXPECT_LE(testing::relative_l2(logits.data() + (n * V - static_cast<int64_t>(tail.size())), tail.data(), tail.size()), 2e-2)
-          << "logits_tail";
-    }
-    const std::vector<int32_t> argmax_want = golden.ints(p + ".argmax");
-    for (int64_t t = 0; t < agreeing; ++t) {
-      if (testing::top2_margin(ref_logits.data() + t * V, V) < 0.5f) continue;
-      ++compared;
-      EXPECT_EQ(argmax(logits.data() + t * V, V), argmax_want[static_cast<size_t>(t)]) << "position " << t;
-    }
+  check_logits(**model, **reference);
+  if ((*model)->info().n_routed_experts > 0) {  // MoE experts as GEMMs over gathered rows (the prefill path) at every size
+    SCOPED_TRACE("experts as GEMMs");
+    ::setenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS", "1", 1);
+    auto gemm_model = load("cuda", ComputeDType::kBF16);
+    ::unsetenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS");
+    ASSERT_TRUE(gemm_model.ok());
+    check_logits(**gemm_model, **reference);
   }
-  EXPECT_GT(compared, 0);
-  EXPECT_GT(prompts_compared, 0) << "some prompt must keep the reference's routing throughout";
 }
 
 // The batched engine on top of the GPU model, unchanged: every golden prompt at once (decode

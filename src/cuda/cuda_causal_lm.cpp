@@ -245,7 +245,7 @@ Status CudaCausalLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std:
     host_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - call_start).count();
     SS_CUDA_CHECK(cudaEventRecord(timing_start_, stream_));
   }
-  if (shape.decode() && !batch.observer && use_graphs_) launch_graph(shape);
+  if (shape.decode() && !batch.observer && use_graphs_ && capturable(shape)) launch_graph(shape);
   else enqueue_forward(shape, batch.observer);
   if (timed) SS_CUDA_CHECK(cudaEventRecord(timing_stop_, stream_));
   if (batch.on_routing) queue_routing_copy(shape);

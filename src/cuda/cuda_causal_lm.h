@@ -65,6 +65,9 @@ class CudaCausalLM : public CausalLM {
 
   // Prefill steps are cut into query tiles for attention_prefill (dense models).
   virtual bool uses_prefill_tiles() const { return false; }
+  // Whether a decode step of this shape may be captured in a graph (false: the model
+  // synchronizes with the host inside the step).
+  virtual bool capturable(const StepShape& /*shape*/) const { return true; }
   // Grows the family's caches and activations for `shape` (pool rows: pool.n_blocks() *
   // pool.block_size()); reallocating anything a graph captured must call drop_graphs().
   virtual Status prepare_step(const StepShape& shape, const KvPool& pool) = 0;

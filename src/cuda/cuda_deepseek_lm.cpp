@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "cuda/cuda_causal_lm.h"
@@ -18,7 +19,9 @@ namespace {
 class CudaDeepseekLM final : public CudaCausalLM {
  public:
   explicit CudaDeepseekLM(DeepseekConfig config)
-      : config_(std::move(config)), rope_(make_rope_frequencies(config_.rope, config_.mla.qk_rope_head_dim)) {}
+      : config_(std::move(config)), rope_(make_rope_frequencies(config_.rope, config_.mla.qk_rope_head_dim)) {
+    if (const char* v = std::getenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS")) moe_gemm_min_tokens_ = std::max(1, std::atoi(v));
+  }
 
   Status bind(ConfigReader& reader, WeightBinder& binder);
 
@@ -50,6 +53,11 @@ class CudaDeepseekLM final : public CudaCausalLM {
     int64_t moe_index = -1;                   // which MoE layer (routing ids slice), -1: dense
   };
 
+  bool capturable(const StepShape& shape) const override { return !moe_uses_gemms(shape.n); }
+  // MoE layers of at least moe_gemm_min_tokens_ tokens (prefill, large batches) run their experts
+  // as cuBLASLt GEMMs over rows gathered by expert; that needs the expert counts on the host (a
+  // synchronization per layer), so such steps are not captured in graphs.
+  bool moe_uses_gemms(int64_t n) const { return n_moe_layers_ > 0 && n >= moe_gemm_min_tokens_; }
   Status prepare_step(const StepShape& shape, const KvPool& pool) override;
   void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) override;
   void queue_routing_copy(const StepShape& shape) override;
@@ -57,6 +65,8 @@ class CudaDeepseekLM final : public CudaCausalLM {
   Status ensure_kv_rows(int64_t rows);
   void attention(const Layer& layer, int64_t i, const StepShape& shape, const StepInputs& in);
   void moe(const Layer& layer, int64_t n);
+  // The routed experts as GEMMs (moe_uses_gemms): expert_out_ rows in the padded layout.
+  void expert_gemms(const Layer& layer, const MoeGroups& groups, const int32_t* ids, int64_t n);
 
   DeepseekConfig config_;
   RopeFrequencies rope_;
@@ -77,10 +87,18 @@ class CudaDeepseekLM final : public CudaCausalLM {
   std::vector<int32_t> host_ids_;
   int32_t* host_ids_pinned_ = nullptr;
   size_t host_ids_capacity_ = 0;
+  // GEMM path: token rows gathered by expert (padded), their gate|up and SwiGLU rows, and where
+  // each pair's row landed; padded offsets copied to the host.
+  int64_t moe_gemm_min_tokens_ = 65;  // SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS overrides (tests)
+  int64_t gemm_rows_ = 0;
+  DeviceBuffer<bf16> gathered_, expert_gate_up_rows_;
+  DeviceBuffer<int32_t> row_of_pair_;
+  int32_t* host_padded_ = nullptr;
 
  public:
   ~CudaDeepseekLM() override {
     if (host_ids_pinned_) cudaFreeHost(host_ids_pinned_);
+    if (host_padded_) cudaFreeHost(host_padded_);
   }
 };
 
@@ -205,9 +223,18 @@ Status CudaDeepseekLM::prepare_step(const StepShape& shape, const KvPool& pool) 
       SS_RETURN_IF_ERROR(router_logits_.reserve(N * e.n_routed_experts));
       SS_RETURN_IF_ERROR(route_weights_.reserve(pairs));
       SS_RETURN_IF_ERROR(route_ids_.reserve(pairs * n_moe_layers_));
-      SS_RETURN_IF_ERROR(groups_.reserve(pairs + 2 * e.n_routed_experts + 2));
-      SS_RETURN_IF_ERROR(expert_act_.reserve(pairs * e.moe_intermediate_size));
-      SS_RETURN_IF_ERROR(expert_out_.reserve(pairs * c.hidden_size));
+      SS_RETURN_IF_ERROR(groups_.reserve(pairs + 3 * e.n_routed_experts + 3));
+      // Rows of the GEMM path: every pair plus each expert's padding (at most kMoePadRows - 1).
+      const auto rows = moe_uses_gemms(n) ? pairs + static_cast<size_t>((kMoePadRows - 1) * e.n_routed_experts) : pairs;
+      SS_RETURN_IF_ERROR(expert_act_.reserve(rows * e.moe_intermediate_size));
+      SS_RETURN_IF_ERROR(expert_out_.reserve(rows * c.hidden_size));
+      if (moe_uses_gemms(n)) {
+        SS_RETURN_IF_ERROR(gathered_.reserve(rows * c.hidden_size));
+        SS_RETURN_IF_ERROR(expert_gate_up_rows_.reserve(rows * 2 * e.moe_intermediate_size));
+        SS_RETURN_IF_ERROR(row_of_pair_.reserve(pairs));
+        if (!host_padded_) SS_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_padded_), (e.n_routed_experts + 1) * sizeof(int32_t)));
+        gemm_rows_ = static_cast<int64_t>(rows);
+      }
     }
     act_tokens_ = n;
     drop_graphs();
@@ -316,16 +343,41 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
   groups.sorted = groups.offsets + E + 1;
   groups.active = groups.sorted + pairs;
   groups.n_active = groups.active + E;
+  const bool gemms = moe_uses_gemms(n);
+  if (gemms) groups.padded = groups.n_active + 1;
   moe_group(route.ids, pairs, E, groups, stream_);
-  const int64_t max_active = std::min(E, pairs);
-  moe_gemv_swiglu(layer.experts_gate_up.data.data(), e.moe_intermediate_size, D, normed_.data(), K, groups, max_active,
-                  expert_act_.data(), stream_);
-  moe_gemv_down(layer.experts_down.data.data(), D, e.moe_intermediate_size, expert_act_.data(), groups, max_active, expert_out_.data(),
-                stream_);
+  if (gemms) {
+    expert_gemms(layer, groups, route.ids, n);
+  } else {
+    const int64_t max_active = std::min(E, pairs);
+    moe_gemv_swiglu(layer.experts_gate_up.data.data(), e.moe_intermediate_size, D, normed_.data(), K, groups, max_active,
+                    expert_act_.data(), stream_);
+    moe_gemv_down(layer.experts_down.data.data(), D, e.moe_intermediate_size, expert_act_.data(), groups, max_active,
+                  expert_out_.data(), stream_);
+  }
   if (layer.shared_down.rows > 0)  // reads hidden before the routed outputs are added
     mlp(layer.shared_gate_up, layer.shared_down, layer.post_attention_norm.data(), c.rms_norm_eps, hidden, n,
         {normed_.data(), gate_up_.data(), gate_up_bf16_.data(), act_.data()});
-  moe_combine(expert_out_.data(), route.weights, n, K, D, hidden, stream_);
+  moe_combine(expert_out_.data(), gemms ? row_of_pair_.data() : nullptr, route.weights, n, K, D, hidden, stream_);
+}
+
+void CudaDeepseekLM::expert_gemms(const Layer& layer, const MoeGroups& groups, const int32_t* ids, int64_t n) {
+  const MoeConfig& e = config_.moe;
+  const int64_t E = e.n_routed_experts, I = e.moe_intermediate_size, D = config_.hidden_size;
+  moe_gather_rows(normed_.data(), D, ids, n * e.top_k, e.top_k, groups, gemm_rows_, gathered_.data(), row_of_pair_.data(), stream_);
+  SS_CUDA_CHECK(cudaMemcpyAsync(host_padded_, groups.padded, static_cast<size_t>(E + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const bf16* gate_up = layer.experts_gate_up.data.data();
+  const bf16* down = layer.experts_down.data.data();
+  for (int64_t x = 0; x < E; ++x) {  // gate|up rows of every expert that received tokens, bf16
+    const int64_t row = host_padded_[x], rows = host_padded_[x + 1] - row;
+    if (rows > 0) gemm_.run(gate_up + x * 2 * I * D, 2 * I, D, gathered_.data() + row * D, rows, expert_gate_up_rows_.data() + row * 2 * I, stream_);
+  }
+  silu_mul(expert_gate_up_rows_.data(), host_padded_[E], I, expert_act_.data(), stream_);
+  for (int64_t x = 0; x < E; ++x) {
+    const int64_t row = host_padded_[x], rows = host_padded_[x + 1] - row;
+    if (rows > 0) gemm_.run(down + x * D * I, D, I, expert_act_.data() + row * I, rows, false, expert_out_.data() + row * D, stream_);
+  }
 }
 
 void CudaDeepseekLM::enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) {

@@ -104,11 +104,15 @@ void moe_route(const MoeRouteParams& p, cudaStream_t stream);
 // Groups the n * top_k (token, expert) pairs by expert: offsets [E + 1] (pairs of expert e are
 // sorted[offsets[e] .. offsets[e + 1])), sorted [n * top_k] pair indices (t * top_k + j),
 // active [E] the experts that received pairs in increasing order, n_active [1] their count.
+// padded [E + 1] (optional): the same offsets with every expert's count rounded up to a multiple
+// of kMoePadRows, the row layout of the GEMM path (moe_gather_rows).
+constexpr int kMoePadRows = 16;
 struct MoeGroups {
   int32_t* offsets = nullptr;
   int32_t* sorted = nullptr;
   int32_t* active = nullptr;
   int32_t* n_active = nullptr;
+  int32_t* padded = nullptr;
 };
 void moe_group(const int32_t* ids, int64_t n_pairs, int64_t n_experts, const MoeGroups& groups, cudaStream_t stream);
 
@@ -123,8 +127,16 @@ void moe_gemv_swiglu(const bf16* w_gate_up, int64_t I, int64_t K, const bf16* x,
 void moe_gemv_down(const bf16* w_down, int64_t M, int64_t I, const bf16* act, const MoeGroups& groups, int64_t max_active, float* out,
                    cudaStream_t stream);
 
-// hidden[t] += sum_j weights[t][j] * expert_out[t * top_k + j] (fixed order: deterministic).
-void moe_combine(const float* expert_out, const float* weights, int64_t n, int64_t top_k, int64_t dim, float* hidden,
-                 cudaStream_t stream);
+// The GEMM path (prefill, large batches): rows[padded[e] + i] = x[sorted[offsets[e] + i] /
+// top_k] for the pairs of each expert e, zero rows in each expert's padding, and
+// row_of_pair[p] = the row pair p landed in. rows: [padded[E], K] bf16, zeroed here first
+// (n_rows = the buffer's rows).
+void moe_gather_rows(const bf16* x, int64_t K, const int32_t* ids, int64_t n_pairs, int64_t top_k, const MoeGroups& groups,
+                     int64_t n_rows, bf16* rows, int32_t* row_of_pair, cudaStream_t stream);
+
+// hidden[t] += sum_j weights[t][j] * expert_out[row(t * top_k + j)] (fixed order: deterministic),
+// row(p) = row_of_pair[p], or p when row_of_pair is null.
+void moe_combine(const float* expert_out, const int32_t* row_of_pair, const float* weights, int64_t n, int64_t top_k, int64_t dim,
+                 float* hidden, cudaStream_t stream);
 
 }  // namespace seekserve::cuda

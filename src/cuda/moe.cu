@@ -179,14 +179,17 @@ __global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int
   for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) atomicAdd(&count[ids[p]], 1);
   __syncthreads();
   if (threadIdx.x == 0) {
-    int at = 0, active = 0;
+    int at = 0, padded = 0, active = 0;
     for (int e = 0; e < E; ++e) {
       g.offsets[e] = at;
       cursor[e] = at;
+      if (g.padded) g.padded[e] = padded;
       if (count[e] > 0) g.active[active++] = e;
       at += count[e];
+      padded += (count[e] + kMoePadRows - 1) / kMoePadRows * kMoePadRows;
     }
     g.offsets[E] = at;
+    if (g.padded) g.padded[E] = padded;
     *g.n_active = active;
   }
   __syncthreads();
@@ -259,15 +262,32 @@ __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M,
 }
 
 // Grid (tokens, column slices of 256): one column a thread.
-__global__ void moe_combine_kernel(const float* expert_out, const float* weights, int64_t top_k, int64_t dim, float* hidden) {
+__global__ void moe_combine_kernel(const float* expert_out, const int32_t* row_of_pair, const float* weights, int64_t top_k, int64_t dim,
+                                   float* hidden) {
   dependency_wait();
   const int64_t t = blockIdx.x;
   const int64_t d = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (d < dim) {
     float v = 0.0f;
-    for (int64_t j = 0; j < top_k; ++j) v = fmaf(weights[t * top_k + j], expert_out[(t * top_k + j) * dim + d], v);
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int64_t p = t * top_k + j, row = row_of_pair ? row_of_pair[p] : p;
+      v = fmaf(weights[p], expert_out[row * dim + d], v);
+    }
     hidden[t * dim + d] += v;
   }
+}
+
+// One block per sorted position i: copies its token's row to the expert's padded segment.
+__global__ void moe_gather_kernel(const bf16* x, int64_t K, const int32_t* ids, int64_t top_k, MoeGroups g, bf16* rows,
+                                  int32_t* row_of_pair) {
+  dependency_wait();
+  const int64_t i = blockIdx.x;
+  const int32_t p = g.sorted[i], e = ids[p];
+  const int64_t row = g.padded[e] + (i - g.offsets[e]);
+  if (threadIdx.x == 0) row_of_pair[p] = static_cast<int32_t>(row);
+  const uint4* src = reinterpret_cast<const uint4*>(x + (p / top_k) * K);
+  uint4* dst = reinterpret_cast<uint4*>(rows + row * K);
+  for (int64_t c = threadIdx.x; c < K / 8; c += blockDim.x) dst[c] = src[c];
 }
 
 void check_multiple_of_8(int64_t K, const char* what) {
@@ -315,11 +335,20 @@ void moe_gemv_down(const bf16* w_down, int64_t M, int64_t I, const bf16* act, co
   SS_CUDA_CHECK_LAUNCH();
 }
 
-void moe_combine(const float* expert_out, const float* weights, int64_t n, int64_t top_k, int64_t dim, float* hidden,
-                 cudaStream_t stream) {
+void moe_gather_rows(const bf16* x, int64_t K, const int32_t* ids, int64_t n_pairs, int64_t top_k, const MoeGroups& groups,
+                     int64_t n_rows, bf16* rows, int32_t* row_of_pair, cudaStream_t stream) {
+  if (n_pairs == 0) return;
+  check_multiple_of_8(K, "moe_gather_rows: hidden size must be a multiple of 8");
+  SS_CUDA_CHECK(cudaMemsetAsync(rows, 0, static_cast<size_t>(n_rows * K) * sizeof(bf16), stream));
+  launch(moe_gather_kernel, static_cast<unsigned>(n_pairs), 128, stream, x, K, ids, top_k, groups, rows, row_of_pair);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_combine(const float* expert_out, const int32_t* row_of_pair, const float* weights, int64_t n, int64_t top_k, int64_t dim,
+                 float* hidden, cudaStream_t stream) {
   if (n == 0) return;
-  launch(moe_combine_kernel, dim3(static_cast<unsigned>(n), static_cast<unsigned>((dim + 255) / 256)), 256, stream, expert_out, weights,
-         top_k, dim, hidden);
+  launch(moe_combine_kernel, dim3(static_cast<unsigned>(n), static_cast<unsigned>((dim + 255) / 256)), 256, stream, expert_out,
+         row_of_pair, weights, top_k, dim, hidden);
   SS_CUDA_CHECK_LAUNCH();
 }
 
