@@ -65,22 +65,34 @@ CudaCausalLM::~CudaCausalLM() {
   cudaStreamDestroy(stream_);
 }
 
+Status CudaCausalLM::upload(const std::vector<const Weight*>& parts, DeviceMatrix* out) {
+  SS_RETURN_IF_ERROR(upload_matrix(parts, out));
+  uploaded_bytes_ += device_bytes(*out);
+  return Status::Ok();
+}
+
+Status CudaCausalLM::upload(const std::vector<const std::vector<float>*>& parts, DeviceBuffer<float>* out) {
+  SS_RETURN_IF_ERROR(upload_floats(parts, out));
+  for (const auto* p : parts) uploaded_bytes_ += static_cast<int64_t>(p->size() * sizeof(float));
+  return Status::Ok();
+}
+
 Status CudaCausalLM::bind_embeddings(WeightBinder& binder, bool tie_word_embeddings, float norm_eps) {
   const int64_t V = info_.vocab_size, H = info_.hidden_size;
   norm_eps_ = norm_eps;
   const Weight embed = binder.table("model.embed_tokens.weight", V, H);
   const std::vector<float> norm = binder.vector("model.norm.weight", H, 1.0f);
   SS_RETURN_IF_ERROR(binder.status());
-  SS_RETURN_IF_ERROR(upload_matrix({&embed}, &embed_tokens_));
-  SS_RETURN_IF_ERROR(upload_floats({&norm}, &final_norm_));
-  info_.embedding_bytes = embed.bytes();
+  SS_RETURN_IF_ERROR(upload({&embed}, &embed_tokens_));
+  SS_RETURN_IF_ERROR(upload({&norm}, &final_norm_));
+  info_.embedding_bytes = device_bytes(embed_tokens_);
   if (tie_word_embeddings) {
     lm_head_ = &embed_tokens_;
     return Status::Ok();
   }
   const Weight head = binder.linear("lm_head", V, H);
   SS_RETURN_IF_ERROR(binder.status());
-  SS_RETURN_IF_ERROR(upload_matrix({&head}, &lm_head_own_));
+  SS_RETURN_IF_ERROR(upload({&head}, &lm_head_own_));
   lm_head_ = &lm_head_own_;
   return Status::Ok();
 }

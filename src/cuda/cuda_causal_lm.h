@@ -79,6 +79,13 @@ class CudaCausalLM : public CausalLM {
   virtual void queue_routing_copy(const StepShape& /*shape*/) {}
   virtual void report_routing(const RoutingObserver& /*on_routing*/, const StepShape& /*shape*/) {}
 
+  // upload_matrix / upload_floats for the model's weights, adding what they hold on the device
+  // to uploaded_bytes_ (the bytes a forward pass may read: the bench's byte counts come from
+  // them, not from the checkpoint's format, which may be FP8 while the device holds bf16).
+  Status upload(const std::vector<const Weight*>& parts, DeviceMatrix* out);
+  Status upload(const std::vector<const std::vector<float>*>& parts, DeviceBuffer<float>* out);
+  static int64_t device_bytes(const DeviceMatrix& m) { return m.rows * m.cols * static_cast<int64_t>(sizeof(bf16)); }
+
   // Binds model.embed_tokens, model.norm and lm_head (or the tied embedding) and uploads them.
   Status bind_embeddings(WeightBinder& binder, bool tie_word_embeddings, float norm_eps);
   // RoPE cos/sin of every position the model accepts, [max_positions, dim/2] each: computed
@@ -108,6 +115,7 @@ class CudaCausalLM : public CausalLM {
   void drop_graphs();
 
   ModelInfo info_;
+  int64_t uploaded_bytes_ = 0;  // weights held on the device (upload)
   cudaStream_t stream_ = nullptr;
   LtGemm gemm_;
   DeviceBuffer<float> rope_cos_, rope_sin_;  // upload_rope_tables

@@ -128,20 +128,20 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
     const std::vector<float> post_norm = binder.vector(p + ".post_attention_layernorm.weight", c.hidden_size, 1.0f);
     const MlaWeights attn = bind_mla(binder, p + ".self_attn", m);
     SS_RETURN_IF_ERROR(binder.status());
-    SS_RETURN_IF_ERROR(upload_floats({&in_norm}, &layer.input_norm));
-    SS_RETURN_IF_ERROR(upload_floats({&post_norm}, &layer.post_attention_norm));
-    SS_RETURN_IF_ERROR(upload_matrix({m.q_lora_rank > 0 ? &attn.q_a_proj : &attn.q_proj, &attn.kv_a_proj}, &layer.in_proj));
-    SS_RETURN_IF_ERROR(upload_floats({&attn.q_a_norm}, &layer.q_a_norm));
-    SS_RETURN_IF_ERROR(upload_floats({&attn.kv_a_norm}, &layer.kv_a_norm));
-    if (m.q_lora_rank > 0) SS_RETURN_IF_ERROR(upload_matrix({&attn.q_b_proj}, &layer.q_b));
-    SS_RETURN_IF_ERROR(upload_matrix({&attn.w_uk_t}, &layer.w_uk_t));
-    SS_RETURN_IF_ERROR(upload_matrix({&attn.w_uv}, &layer.w_uv));
-    SS_RETURN_IF_ERROR(upload_matrix({&attn.o_proj}, &layer.o));
+    SS_RETURN_IF_ERROR(upload({&in_norm}, &layer.input_norm));
+    SS_RETURN_IF_ERROR(upload({&post_norm}, &layer.post_attention_norm));
+    SS_RETURN_IF_ERROR(upload({m.q_lora_rank > 0 ? &attn.q_a_proj : &attn.q_proj, &attn.kv_a_proj}, &layer.in_proj));
+    SS_RETURN_IF_ERROR(upload({&attn.q_a_norm}, &layer.q_a_norm));
+    SS_RETURN_IF_ERROR(upload({&attn.kv_a_norm}, &layer.kv_a_norm));
+    if (m.q_lora_rank > 0) SS_RETURN_IF_ERROR(upload({&attn.q_b_proj}, &layer.q_b));
+    SS_RETURN_IF_ERROR(upload({&attn.w_uk_t}, &layer.w_uk_t));
+    SS_RETURN_IF_ERROR(upload({&attn.w_uv}, &layer.w_uv));
+    SS_RETURN_IF_ERROR(upload({&attn.o_proj}, &layer.o));
     if (!c.is_moe_layer(i)) {
       const MlpWeights mlp = bind_mlp(binder, p + ".mlp", c.hidden_size, c.intermediate_size);
       SS_RETURN_IF_ERROR(binder.status());
-      SS_RETURN_IF_ERROR(upload_matrix({&mlp.gate, &mlp.up}, &layer.gate_up));
-      SS_RETURN_IF_ERROR(upload_matrix({&mlp.down}, &layer.down));
+      SS_RETURN_IF_ERROR(upload({&mlp.gate, &mlp.up}, &layer.gate_up));
+      SS_RETURN_IF_ERROR(upload({&mlp.down}, &layer.down));
       continue;
     }
     const MoeWeights moe = bind_moe(binder, p + ".mlp", e);
@@ -149,24 +149,24 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
     layer.moe_index = n_moe_layers_++;
     std::vector<float> router(static_cast<size_t>(E * c.hidden_size));
     for (int64_t r = 0; r < E; ++r) moe.router.row_to_f32(r, router.data() + r * c.hidden_size);
-    SS_RETURN_IF_ERROR(upload_floats({&router}, &layer.router));
-    SS_RETURN_IF_ERROR(upload_floats({&moe.correction_bias}, &layer.correction_bias));
+    SS_RETURN_IF_ERROR(upload({&router}, &layer.router));
+    SS_RETURN_IF_ERROR(upload({&moe.correction_bias}, &layer.correction_bias));
     std::vector<const Weight*> gate_up, down;
     for (const MlpWeights& expert : moe.experts) {
       gate_up.push_back(&expert.gate);
       gate_up.push_back(&expert.up);
       down.push_back(&expert.down);
-      info_.expert_bytes += expert.gate.bytes() + expert.up.bytes() + expert.down.bytes();
     }
-    SS_RETURN_IF_ERROR(upload_matrix(gate_up, &layer.experts_gate_up));
-    SS_RETURN_IF_ERROR(upload_matrix(down, &layer.experts_down));
+    SS_RETURN_IF_ERROR(upload(gate_up, &layer.experts_gate_up));
+    SS_RETURN_IF_ERROR(upload(down, &layer.experts_down));
+    info_.expert_bytes += device_bytes(layer.experts_gate_up) + device_bytes(layer.experts_down);
     if (e.n_shared_experts > 0) {
-      SS_RETURN_IF_ERROR(upload_matrix({&moe.shared.gate, &moe.shared.up}, &layer.shared_gate_up));
-      SS_RETURN_IF_ERROR(upload_matrix({&moe.shared.down}, &layer.shared_down));
+      SS_RETURN_IF_ERROR(upload({&moe.shared.gate, &moe.shared.up}, &layer.shared_gate_up));
+      SS_RETURN_IF_ERROR(upload({&moe.shared.down}, &layer.shared_down));
       mlp_width_ = std::max(mlp_width_, moe.shared.down.cols);
     }
   }
-  info_.weight_bytes = binder.bytes_bound();
+  info_.weight_bytes = uploaded_bytes_;  // as held on the device (bf16), whatever the checkpoint format
   info_.n_routed_experts = E;
   info_.n_moe_layers = n_moe_layers_;
   // q.k over the latent and rotary parts, p.v over the latent, per head and layer.

@@ -80,16 +80,16 @@ Status CudaDenseLM::bind(ConfigReader& reader, WeightBinder& binder) {
     const GqaWeights attn = bind_gqa(binder, p + ".self_attn", a);
     const MlpWeights mlp = bind_mlp(binder, p + ".mlp", c.hidden_size, c.intermediate_size);
     SS_RETURN_IF_ERROR(binder.status());
-    SS_RETURN_IF_ERROR(upload_floats({&in_norm}, &layer.input_norm));
-    SS_RETURN_IF_ERROR(upload_floats({&post_norm}, &layer.post_attention_norm));
-    SS_RETURN_IF_ERROR(upload_matrix({&attn.q_proj, &attn.k_proj, &attn.v_proj}, &layer.qkv));
-    SS_RETURN_IF_ERROR(upload_floats({&attn.q_bias, &attn.k_bias, &attn.v_bias}, &layer.qkv_bias));
-    SS_RETURN_IF_ERROR(upload_matrix({&attn.o_proj}, &layer.o));
-    SS_RETURN_IF_ERROR(upload_floats({&attn.o_bias}, &layer.o_bias));
-    SS_RETURN_IF_ERROR(upload_matrix({&mlp.gate, &mlp.up}, &layer.gate_up));
-    SS_RETURN_IF_ERROR(upload_matrix({&mlp.down}, &layer.down));
+    SS_RETURN_IF_ERROR(upload({&in_norm}, &layer.input_norm));
+    SS_RETURN_IF_ERROR(upload({&post_norm}, &layer.post_attention_norm));
+    SS_RETURN_IF_ERROR(upload({&attn.q_proj, &attn.k_proj, &attn.v_proj}, &layer.qkv));
+    SS_RETURN_IF_ERROR(upload({&attn.q_bias, &attn.k_bias, &attn.v_bias}, &layer.qkv_bias));
+    SS_RETURN_IF_ERROR(upload({&attn.o_proj}, &layer.o));
+    SS_RETURN_IF_ERROR(upload({&attn.o_bias}, &layer.o_bias));
+    SS_RETURN_IF_ERROR(upload({&mlp.gate, &mlp.up}, &layer.gate_up));
+    SS_RETURN_IF_ERROR(upload({&mlp.down}, &layer.down));
   }
-  info_.weight_bytes = binder.bytes_bound();
+  info_.weight_bytes = uploaded_bytes_;  // as held on the device (bf16), whatever the checkpoint format
   info_.attention_flops_per_pair = 4 * a.n_heads * a.head_dim * c.n_layers;  // 2 for q.k, 2 for p.v, per head dim
   SS_RETURN_IF_ERROR(upload_rope_tables(rope_));
   k_cache_.resize(static_cast<size_t>(c.n_layers));
