@@ -78,6 +78,58 @@ TEST(CpuBackendTest, MatmulMatchesReferenceForEveryFormatAndIsa) {
   }
 }
 
+// Decode steps over int8 experts take one pool run for every selected expert's gate/up rows and
+// one for their down rows; the result must be bit for bit the per-expert dispatch's (same
+// quantized activations, integer dots, scales and accumulation order), and both the
+// reference's up to float rounding. 5 tokens (beyond the fused path) checks the fallback.
+TEST(CpuBackendTest, FusedInt8MoeDecodeMatchesThePerExpertDispatchExactly) {
+  CpuBackend fused(2);
+  if (!fused.vnni()) GTEST_SKIP() << "the fused path needs AVX-512 VNNI";
+  ::setenv("SEEKSERVE_CPU_MOE_PER_EXPERT", "1", 1);
+  CpuBackend per_expert(2);
+  ::unsetenv("SEEKSERVE_CPU_MOE_PER_EXPERT");
+  std::mt19937 rng(21);
+  const int64_t E = 8, D = 200, I = 72, K = 3;
+  std::vector<MlpWeights> experts(static_cast<size_t>(E));
+  for (MlpWeights& e : experts) {
+    e.gate = random_weight(WeightFormat::kI8Row, I, D, rng);
+    e.up = random_weight(WeightFormat::kI8Row, I, D, rng);
+    e.down = random_weight(WeightFormat::kI8Row, D, I, rng);
+  }
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int64_t n : {1, 3, 4, 5}) {
+    SCOPED_TRACE("tokens " + std::to_string(n));
+    std::vector<float> x(static_cast<size_t>(n * D)), start(x.size());
+    for (float& v : x) v = dist(rng);
+    for (float& v : start) v = dist(rng);
+    std::vector<int32_t> ids(static_cast<size_t>(n * K));
+    std::vector<float> weights(ids.size());
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t j = 0; j < K; ++j) {  // distinct experts per token; some shared between tokens
+        ids[static_cast<size_t>(t * K + j)] = static_cast<int32_t>((t + 2 * j) % E);
+        weights[static_cast<size_t>(t * K + j)] = 0.2f + 0.1f * static_cast<float>(j);
+      }
+    auto run = [&](Backend& backend) {
+      std::vector<float> out = start;
+      MoeArgs args;
+      args.x = x.data();
+      args.n_tokens = n;
+      args.hidden = D;
+      args.top_k = K;
+      args.expert_ids = ids.data();
+      args.expert_weights = weights.data();
+      args.experts = experts;
+      args.out = out.data();
+      backend.moe_experts(args);
+      return out;
+    };
+    ReferenceBackend reference;
+    const std::vector<float> got = run(fused), want = run(per_expert), ref = run(reference);
+    EXPECT_EQ(got, want);
+    EXPECT_LE(testing::relative_l2(got.data(), ref.data(), ref.size()), 1e-5);
+  }
+}
+
 TEST(CpuBackendTest, SiluMulMatchesReference) {
   if (detect_cpu_isa() < CpuIsa::kAvx512) GTEST_SKIP() << "the vectorized SiLU needs AVX-512";
   std::mt19937 rng(5);

@@ -423,6 +423,73 @@ CpuBackend::CpuBackend(int n_threads, CpuIsa isa) {
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   pool_ = std::make_unique<ThreadPool>(n_threads);
   vnni_ = isa_ >= CpuIsa::kAvx512 && cpu_has(7, 0, 2, 11) && std::getenv("SEEKSERVE_NO_VNNI") == nullptr;  // AVX512_VNNI
+  fused_moe_ = std::getenv("SEEKSERVE_CPU_MOE_PER_EXPERT") == nullptr;
+}
+
+void CpuBackend::moe_experts(const MoeArgs& a) {
+  constexpr int64_t kFusedMaxTokens = 4;  // decode steps; prefill groups many tokens per expert
+  bool fused = fused_moe_ && vnni_ && a.n_tokens <= kFusedMaxTokens && a.hidden <= kRowByRowMaxK;
+  moe_pairs_.clear();
+  for (int64_t t = 0; t < a.n_tokens && fused; ++t)
+    for (int64_t j = 0; j < a.top_k; ++j) {
+      const int32_t e = a.expert_ids[t * a.top_k + j];
+      SS_CHECK(e >= 0 && static_cast<size_t>(e) < a.experts.size(), "expert id out of range");
+      const MlpWeights& w = a.experts[static_cast<size_t>(e)];
+      fused = fused && w.gate.format == WeightFormat::kI8Row && w.up.format == WeightFormat::kI8Row &&
+              w.down.format == WeightFormat::kI8Row && w.down.cols <= kRowByRowMaxK;
+      moe_pairs_.push_back({e, t, a.expert_weights[t * a.top_k + j]});
+    }
+  if (!fused || moe_pairs_.empty()) return ReferenceBackend::moe_experts(a);
+  // Expert order, tokens ascending within an expert: the per-expert dispatch's accumulation order.
+  std::stable_sort(moe_pairs_.begin(), moe_pairs_.end(), [](const ExpertPair& x, const ExpertPair& y) { return x.expert < y.expert; });
+  const int64_t P = static_cast<int64_t>(moe_pairs_.size()), D = a.hidden, I = a.experts[static_cast<size_t>(moe_pairs_[0].expert)].gate.rows;
+  const int64_t D32 = (D + 63) / 64 * 64, I32 = (I + 63) / 64 * 64;
+  constexpr int64_t kTaskRows = 16;
+
+  // Each token's activations quantized once, as every per-expert matmul would quantize them.
+  x_i8_.resize(static_cast<size_t>(a.n_tokens * D32));
+  x_scale_.resize(static_cast<size_t>(a.n_tokens));
+  x_bias_.resize(static_cast<size_t>(a.n_tokens));
+  quantize_rows_i8_avx512(a.x, D, a.n_tokens, D, x_i8_.data(), D32, x_scale_.data(), x_bias_.data());
+  // gate | up rows of every pair: task = (pair, 16 of its 2I rows).
+  moe_gate_up_.resize(static_cast<size_t>(P * 2 * I));
+  const int64_t gu_tasks = (2 * I + kTaskRows - 1) / kTaskRows;
+  pool_->run(P * gu_tasks, [&](int64_t task) {
+    const ExpertPair& pair = moe_pairs_[static_cast<size_t>(task / gu_tasks)];
+    const MlpWeights& w = a.experts[static_cast<size_t>(pair.expert)];
+    const int8_t* xq = x_i8_.data() + pair.token * D32;
+    float* y = moe_gate_up_.data() + (task / gu_tasks) * 2 * I;
+    const int64_t r0 = (task % gu_tasks) * kTaskRows, r1 = std::min(2 * I, r0 + kTaskRows);
+    for (int64_t r = r0; r < r1; ++r) {
+      const Weight& m = r < I ? w.gate : w.up;
+      const int64_t row = r < I ? r : r - I;
+      const int32_t dot = row_dot_i8_vnni(static_cast<const int8_t*>(m.data) + row * D, xq, D);
+      y[r] = x_scale_[static_cast<size_t>(pair.token)] * m.scale_inv[row] * static_cast<float>(dot - x_bias_[static_cast<size_t>(pair.token)]);
+    }
+  });
+  moe_act_.resize(static_cast<size_t>(P * I));
+  for (int64_t p = 0; p < P; ++p) silu_mul(moe_gate_up_.data() + p * 2 * I, moe_gate_up_.data() + p * 2 * I + I, I, moe_act_.data() + p * I);
+  moe_act_i8_.resize(static_cast<size_t>(P * I32));
+  moe_act_scale_.resize(static_cast<size_t>(P));
+  moe_act_bias_.resize(static_cast<size_t>(P));
+  quantize_rows_i8_avx512(moe_act_.data(), I, P, I, moe_act_i8_.data(), I32, moe_act_scale_.data(), moe_act_bias_.data());
+  // down rows of every pair: task = (pair, 16 of its D rows).
+  moe_down_.resize(static_cast<size_t>(P * D));
+  const int64_t down_tasks = (D + kTaskRows - 1) / kTaskRows;
+  pool_->run(P * down_tasks, [&](int64_t task) {
+    const int64_t p = task / down_tasks;
+    const Weight& m = a.experts[static_cast<size_t>(moe_pairs_[static_cast<size_t>(p)].expert)].down;
+    const int64_t r0 = (task % down_tasks) * kTaskRows, r1 = std::min(D, r0 + kTaskRows);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t dot = row_dot_i8_vnni(static_cast<const int8_t*>(m.data) + r * I, moe_act_i8_.data() + p * I32, I);
+      moe_down_[static_cast<size_t>(p * D + r)] =
+          moe_act_scale_[static_cast<size_t>(p)] * m.scale_inv[r] * static_cast<float>(dot - moe_act_bias_[static_cast<size_t>(p)]);
+    }
+  });
+  for (int64_t p = 0; p < P; ++p) {
+    const ExpertPair& pair = moe_pairs_[static_cast<size_t>(p)];
+    for (int64_t d = 0; d < D; ++d) a.out[pair.token * D + d] += pair.weight * moe_down_[static_cast<size_t>(p * D + d)];
+  }
 }
 
 void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {

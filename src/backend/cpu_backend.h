@@ -26,6 +26,7 @@ class CpuBackend final : public ReferenceBackend {
   const char* name() const override { return "cpu"; }
   CpuIsa isa() const { return isa_; }
   int n_threads() const { return pool_->n_threads(); }
+  bool vnni() const { return vnni_; }
 
   void matmul(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) override;
   // Vectorized; prefill-sized inputs split over the thread pool.
@@ -37,6 +38,10 @@ class CpuBackend final : public ReferenceBackend {
   // Vectorized, one task per (token, head) over the thread pool.
   void gqa_attention(const GqaAttentionArgs& args) override;
   void mla_attention(const MlaAttentionArgs& args) override;
+  // Decode-sized steps over int8 experts: all selected experts' gate/up rows in one pool run and
+  // their down rows in a second (instead of three runs an expert), bit-identical to the
+  // per-expert dispatch; other steps take the per-expert dispatch.
+  void moe_experts(const MoeArgs& args) override;
 
  private:
   void matmul_i8_fast(const Weight& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride);
@@ -49,6 +54,19 @@ class CpuBackend final : public ReferenceBackend {
   std::vector<int8_t> x_i8_;      // [n_tokens, cols padded to 32] quantized activations (int8 weights)
   std::vector<float> x_scale_;    // [n_tokens] their scales
   std::vector<int32_t> x_bias_;   // [n_tokens] 128 * sum of the quantized activations (VNNI)
+  // Fused MoE decode scratch (grow-only): pairs (expert, token, weight) in expert order, gate|up
+  // and down outputs per pair, SwiGLU activations and their quantization.
+  bool fused_moe_ = true;  // SEEKSERVE_CPU_MOE_PER_EXPERT=1: always the per-expert dispatch (to compare)
+  struct ExpertPair {
+    int32_t expert;
+    int64_t token;
+    float weight;
+  };
+  std::vector<ExpertPair> moe_pairs_;
+  std::vector<float> moe_gate_up_, moe_act_, moe_down_;
+  std::vector<int8_t> moe_act_i8_;
+  std::vector<float> moe_act_scale_;
+  std::vector<int32_t> moe_act_bias_;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
