@@ -111,16 +111,7 @@ TEST(CpuBackendTest, FusedInt8MoeDecodeMatchesThePerExpertDispatchExactly) {
       }
     auto run = [&](Backend& backend) {
       std::vector<float> out = start;
-      MoeArgs args;
-      args.x = x.data();
-      args.n_tokens = n;
-      args.hidden = D;
-      args.top_k = K;
-      args.expert_ids = ids.data();
-      args.expert_weights = weights.data();
-      args.experts = experts;
-      args.out = out.data();
-      backend.moe_experts(args);
+      backend.moe_experts(testing::moe_args(x, n, D, K, ids, weights, experts, out.data()));
       return out;
     };
     ReferenceBackend reference;

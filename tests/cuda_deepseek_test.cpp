@@ -10,6 +10,7 @@
 #include "backend/reference_backend.h"
 #include "cuda/deepseek_kernels.h"
 #include "cuda_test_support.h"
+#include "test_support.h"
 #include "layers/moe.h"
 #include "models/kv_cache.h"
 
@@ -124,16 +125,7 @@ TEST_F(CudaTest, GroupedExpertMatmulsMatchTheReferenceDispatch) {
     route_tokens(c, logits.data(), n, {}, ids.data(), weights.data());
     std::vector<float> want = random(static_cast<size_t>(n * D));  // the residual stream it adds to
     const std::vector<float> start = want;
-    MoeArgs args;
-    args.x = x.data();
-    args.n_tokens = n;
-    args.hidden = D;
-    args.top_k = K;
-    args.expert_ids = ids.data();
-    args.expert_weights = weights.data();
-    args.experts = experts;
-    args.out = want.data();
-    reference.moe_experts(args);
+    reference.moe_experts(testing::moe_args(x, n, D, K, ids, weights, experts, want.data()));
 
     const int64_t pairs = n * K;
     auto d_x = upload(to_bf16_host(x));

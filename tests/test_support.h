@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -99,5 +100,21 @@ constexpr float kRoutingNearTie = 0.05f;
 // Every flip of the first layer that has one must be a near-tie of the reference (checked here;
 // later layers see its consequences and are not).
 int64_t first_routing_flip(const RoutingRecord& ref, const RoutingRecord& got);
+
+// Routed-expert arguments: x [n_tokens, hidden], ids and weights [n_tokens, top_k], out
+// [n_tokens, hidden] accumulated into.
+inline MoeArgs moe_args(const std::vector<float>& x, int64_t n_tokens, int64_t hidden, int64_t top_k, const std::vector<int32_t>& ids,
+                        const std::vector<float>& weights, std::span<const MlpWeights> experts, float* out) {
+  MoeArgs args;
+  args.x = x.data();
+  args.n_tokens = n_tokens;
+  args.hidden = hidden;
+  args.top_k = top_k;
+  args.expert_ids = ids.data();
+  args.expert_weights = weights.data();
+  args.experts = experts;
+  args.out = out;
+  return args;
+}
 
 }  // namespace seekserve::testing
