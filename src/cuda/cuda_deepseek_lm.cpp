@@ -22,6 +22,10 @@ class CudaDeepseekLM final : public CudaCausalLM {
       : config_(std::move(config)), rope_(make_rope_frequencies(config_.rope, config_.mla.qk_rope_head_dim)) {
     if (const char* v = std::getenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS")) moe_gemm_min_tokens_ = std::max(1, std::atoi(v));
   }
+  ~CudaDeepseekLM() override {
+    if (host_ids_pinned_) cudaFreeHost(host_ids_pinned_);
+    if (host_padded_) cudaFreeHost(host_padded_);
+  }
 
   Status bind(ConfigReader& reader, WeightBinder& binder);
 
@@ -94,12 +98,6 @@ class CudaDeepseekLM final : public CudaCausalLM {
   DeviceBuffer<bf16> gathered_, expert_gate_up_rows_;
   DeviceBuffer<int32_t> row_of_pair_;
   int32_t* host_padded_ = nullptr;
-
- public:
-  ~CudaDeepseekLM() override {
-    if (host_ids_pinned_) cudaFreeHost(host_ids_pinned_);
-    if (host_padded_) cudaFreeHost(host_padded_);
-  }
 };
 
 Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
