@@ -3,6 +3,7 @@
 // sentinels around the outputs that must stay untouched.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -119,6 +120,38 @@ TEST(CpuBackendTest, FusedInt8MoeDecodeMatchesThePerExpertDispatchExactly) {
     EXPECT_EQ(got, want);
     EXPECT_LE(testing::relative_l2(got.data(), ref.data(), ref.size()), 1e-5);
   }
+}
+
+// Weights quantized to int8 at load (rows over threads, rounding without lround) keep
+// std::lround's rule, half away from zero, on exact ties too.
+TEST(WeightTest, Int8QuantizationRoundsAsLround) {
+  const int64_t rows = 600, cols = 4096;  // enough rows to be split over threads
+  std::vector<float> values(static_cast<size_t>(rows * cols));
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 30.0f);
+  for (float& v : values) v = dist(rng);
+  // Row 0: amax 127 makes the scale exactly 1, so these hit ties and near-ties as they are.
+  const std::vector<float> ties = {127.0f, 0.5f, -0.5f, 1.5f, -2.5f, 126.5f, 0.49999997f, -0.49999997f, 2.5000002f, -126.5f};
+  std::fill_n(values.begin(), cols, 0.0f);
+  std::copy(ties.begin(), ties.end(), values.begin());
+  const Weight q = weight_to_i8(weight_from_f32(values, rows, cols));
+  const auto* got = static_cast<const int8_t*>(q.data);
+  int64_t mismatches = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0.0f;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(values[static_cast<size_t>(r * cols + c)]));
+    const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+    EXPECT_EQ(q.scale_inv[r], scale);
+    for (int64_t c = 0; c < cols; ++c) {
+      const long want = std::clamp(std::lround(values[static_cast<size_t>(r * cols + c)] / scale), -127L, 127L);
+      mismatches += got[r * cols + c] != want;
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_EQ(got[1], 1);
+  EXPECT_EQ(got[2], -1);
+  EXPECT_EQ(got[4], -3);
+  EXPECT_EQ(got[6], 0);
 }
 
 TEST(CpuBackendTest, SiluMulMatchesReference) {

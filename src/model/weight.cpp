@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/dtype.h"
+#include "core/parallel_for.h"
 #include "core/status.h"
 
 namespace seekserve {
@@ -75,20 +76,31 @@ Weight weight_to_f32(const Weight& w) {
   return weight_from_f32(std::move(values), w.rows, w.cols);
 }
 
+// x rounded half away from zero (std::lround's rule), exact for |x| < 2^31 and branch-light
+// enough to vectorize: the truncation is exact, so is x - trunc(x).
+static inline int32_t round_half_away(float x) {
+  int32_t i = static_cast<int32_t>(x);
+  const float fraction = x - static_cast<float>(i);
+  i += (fraction >= 0.5f) - (fraction <= -0.5f);
+  return i;
+}
+
 Weight weight_to_i8(const Weight& w) {
   if (w.format == WeightFormat::kI8Row) return w;
   auto q = std::make_shared<std::vector<int8_t>>(static_cast<size_t>(w.rows * w.cols));
   auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(w.rows));
-  std::vector<float> row(static_cast<size_t>(w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    w.row_to_f32(r, row.data());
+  // Rows over the hardware threads: a real model quantized at load is billions of elements.
+  parallel_for_index(static_cast<size_t>(w.rows), [&](size_t r) {
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(w.cols));
+    w.row_to_f32(static_cast<int64_t>(r), row.data());
     float amax = 0.0f;
     for (float v : row) amax = std::max(amax, std::fabs(v));
     const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
-    (*scales)[static_cast<size_t>(r)] = scale;
-    for (int64_t c = 0; c < w.cols; ++c)
-      (*q)[static_cast<size_t>(r * w.cols + c)] = static_cast<int8_t>(std::clamp(std::lround(row[static_cast<size_t>(c)] / scale), -127L, 127L));
-  }
+    (*scales)[r] = scale;
+    int8_t* dst = q->data() + static_cast<int64_t>(r) * w.cols;
+    for (int64_t c = 0; c < w.cols; ++c) dst[c] = static_cast<int8_t>(std::clamp(round_half_away(row[static_cast<size_t>(c)] / scale), -127, 127));
+  }, std::max<size_t>(1, (size_t{1} << 20) / static_cast<size_t>(std::max<int64_t>(w.cols, 1))));
   return owned_quantized_weight(WeightFormat::kI8Row, w.rows, w.cols, q, scales);
 }
 

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/parallel_for.h"
 
 namespace seekserve {
 
@@ -31,23 +31,6 @@ uint64_t name_seed(const std::string& name) {
 // Uniform in [-1, 1).
 float unit_uniform(uint64_t seed, uint64_t i) {
   return static_cast<float>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40) * (2.0f / 16777216.0f) - 1.0f;
-}
-
-// f(i) for i < n, spread over the hardware threads for large n (dummy weights of real model
-// sizes run to billions of elements; each element depends only on its index).
-template <typename F>
-void parallel_for_index(size_t n, F&& f) {
-  const size_t threads = std::max<size_t>(1, std::min<size_t>(std::thread::hardware_concurrency(), n / (size_t{1} << 20)));
-  if (threads <= 1) {
-    for (size_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-  std::vector<std::thread> pool;
-  for (size_t t = 0; t < threads; ++t)
-    pool.emplace_back([&, t] {
-      for (size_t i = n * t / threads; i < n * (t + 1) / threads; ++i) f(i);
-    });
-  for (auto& th : pool) th.join();
 }
 
 bool aligned_for(const void* p, int64_t size) {
