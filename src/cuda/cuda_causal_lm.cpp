@@ -154,6 +154,19 @@ Status CudaCausalLM::ensure_outputs(int64_t n, int64_t n_logits) {
   return Status::Ok();
 }
 
+Status CudaCausalLM::grow_caches(std::vector<DeviceBuffer<bf16>>& caches, int64_t old_rows, int64_t rows, int64_t width) {
+  for (DeviceBuffer<bf16>& cache : caches) {
+    DeviceBuffer<bf16> bigger;
+    SS_RETURN_IF_ERROR(bigger.reserve(static_cast<size_t>(rows * width)));
+    if (old_rows > 0)
+      SS_CUDA_CHECK(cudaMemcpyAsync(bigger.data(), cache.data(), static_cast<size_t>(old_rows * width) * sizeof(bf16),
+                                    cudaMemcpyDeviceToDevice, stream_));
+    SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cache = std::move(bigger);
+  }
+  return Status::Ok();
+}
+
 void CudaCausalLM::observe(const LayerObserver& observer, int64_t layer, const float* device_hidden, int64_t n) {
   std::vector<float> host(static_cast<size_t>(n * info_.hidden_size));
   SS_CUDA_CHECK(cudaMemcpyAsync(host.data(), device_hidden, host.size() * 4, cudaMemcpyDeviceToHost, stream_));

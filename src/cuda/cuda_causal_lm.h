@@ -110,6 +110,9 @@ class CudaCausalLM : public CausalLM {
   };
   void mlp(const DeviceMatrix& gate_up, const DeviceMatrix& down, const float* norm_weight, float eps, float* hidden, int64_t n,
            const MlpScratch& scratch);
+  // Grows every cache of `caches` from old_rows to rows rows of `width` bf16, keeping the old
+  // rows (the pool's block numbers stay valid); the caller drops its graphs.
+  Status grow_caches(std::vector<DeviceBuffer<bf16>>& caches, int64_t old_rows, int64_t rows, int64_t width);
   // Copies hidden [n, hidden] to the host and hands it to the observer (tests).
   void observe(const LayerObserver& observer, int64_t layer, const float* device_hidden, int64_t n);
   void drop_graphs();

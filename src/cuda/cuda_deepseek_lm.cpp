@@ -178,18 +178,8 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
 // Grows every layer's latent cache to `rows`, keeping what the old rows hold.
 Status CudaDeepseekLM::ensure_kv_rows(int64_t rows) {
   if (rows <= kv_rows_) return Status::Ok();
-  const int64_t widths[2] = {config_.mla.kv_lora_rank, config_.mla.qk_rope_head_dim};
-  std::vector<DeviceBuffer<bf16>>* caches[2] = {&c_kv_cache_, &k_pe_cache_};
-  for (int k = 0; k < 2; ++k)
-    for (DeviceBuffer<bf16>& cache : *caches[k]) {
-      DeviceBuffer<bf16> bigger;
-      SS_RETURN_IF_ERROR(bigger.reserve(static_cast<size_t>(rows * widths[k])));
-      if (kv_rows_ > 0)
-        SS_CUDA_CHECK(cudaMemcpyAsync(bigger.data(), cache.data(), static_cast<size_t>(kv_rows_ * widths[k]) * 2, cudaMemcpyDeviceToDevice,
-                                      stream_));
-      SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      cache = std::move(bigger);
-    }
+  SS_RETURN_IF_ERROR(grow_caches(c_kv_cache_, kv_rows_, rows, config_.mla.kv_lora_rank));
+  SS_RETURN_IF_ERROR(grow_caches(k_pe_cache_, kv_rows_, rows, config_.mla.qk_rope_head_dim));
   kv_rows_ = rows;
   drop_graphs();
   return Status::Ok();

@@ -101,16 +101,8 @@ Status CudaDenseLM::bind(ConfigReader& reader, WeightBinder& binder) {
 Status CudaDenseLM::ensure_kv_rows(int64_t rows) {
   if (rows <= kv_rows_) return Status::Ok();
   const int64_t width = config_.attention.n_kv_heads * config_.attention.head_dim;
-  for (auto* caches : {&k_cache_, &v_cache_})
-    for (DeviceBuffer<bf16>& cache : *caches) {
-      DeviceBuffer<bf16> bigger;
-      SS_RETURN_IF_ERROR(bigger.reserve(static_cast<size_t>(rows * width)));
-      if (kv_rows_ > 0)
-        SS_CUDA_CHECK(cudaMemcpyAsync(bigger.data(), cache.data(), static_cast<size_t>(kv_rows_ * width) * 2,
-                                      cudaMemcpyDeviceToDevice, stream_));
-      SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      cache = std::move(bigger);
-    }
+  SS_RETURN_IF_ERROR(grow_caches(k_cache_, kv_rows_, rows, width));
+  SS_RETURN_IF_ERROR(grow_caches(v_cache_, kv_rows_, rows, width));
   kv_rows_ = rows;
   drop_graphs();
   return Status::Ok();

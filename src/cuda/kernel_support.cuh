@@ -71,6 +71,20 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); safe to call repeatedly in one
+// kernel (it ends with a barrier, so its shared slots are free again).
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.0f;
+  v = warp_sum(v);
+  __syncthreads();
+  return v;
+}
+
 // The RMSNorm and SwiGLU arithmetic, shared by their own kernels and the GEMV that fuses them,
 // so fused and unfused steps round identically.
 __device__ __forceinline__ float rms_inverse(float sum_sq, int64_t dim, float eps) {

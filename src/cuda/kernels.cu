@@ -17,17 +17,6 @@ __global__ void embedding_kernel(const bf16* table, int64_t dim, const int32_t* 
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[t * dim + i] = __bfloat162float(row[i]);
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024).
-__device__ float block_sum(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_sum(v);
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.0f;
-  return warp_sum(v);
-}
-
 // One block of 512 threads per row, the row held in registers (kPerThread values a thread):
 // one round of loads, one reduction, one round of stores. A decode step's norm is a single row,
 // so its latency is what counts (a warp per row was 4x slower: too few loads in flight).

@@ -13,19 +13,6 @@ using namespace detail;
 
 namespace {
 
-// Sum over the block (blockDim.x a multiple of 32); safe to call repeatedly in one kernel.
-__device__ float block_total(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_sum(v);
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.0f;
-  v = warp_sum(v);
-  __syncthreads();  // partial is free again
-  return v;
-}
-
 // One block per token: the q_a norm, the c_kv norm and the k_pe rotation, written to the cache.
 __global__ void mla_prepare_kernel(MlaPrepareParams p) {
   dependency_wait();
@@ -34,7 +21,7 @@ __global__ void mla_prepare_kernel(MlaPrepareParams p) {
   if (p.q_rank > 0) {
     float sum_sq = 0.0f;
     for (int64_t k = threadIdx.x; k < p.q_rank; k += blockDim.x) sum_sq = fmaf(row[k], row[k], sum_sq);
-    const float inv = rms_inverse(block_total(sum_sq), p.q_rank, p.eps);
+    const float inv = rms_inverse(block_sum(sum_sq), p.q_rank, p.eps);
     for (int64_t k = threadIdx.x; k < p.q_rank; k += blockDim.x)
       p.q_normed[t * p.q_rank + k] = __float2bfloat16_rn(rms_scaled(p.q_norm[k], row[k], inv));
   }
@@ -42,7 +29,7 @@ __global__ void mla_prepare_kernel(MlaPrepareParams p) {
   const int64_t R = p.kv_rank, P = p.rope_dim, slot = p.slots[t];
   float sum_sq = 0.0f;
   for (int64_t k = threadIdx.x; k < R; k += blockDim.x) sum_sq = fmaf(kv[k], kv[k], sum_sq);
-  const float inv = rms_inverse(block_total(sum_sq), R, p.eps);
+  const float inv = rms_inverse(block_sum(sum_sq), R, p.eps);
   for (int64_t k = threadIdx.x; k < R; k += blockDim.x) p.c_kv_pool[slot * R + k] = __float2bfloat16_rn(rms_scaled(p.kv_norm[k], kv[k], inv));
   const float* c = p.cos + static_cast<int64_t>(p.positions[t]) * (P / 2);
   const float* s = p.sin + static_cast<int64_t>(p.positions[t]) * (P / 2);
