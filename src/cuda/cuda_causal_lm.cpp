@@ -154,16 +154,23 @@ Status CudaCausalLM::ensure_outputs(int64_t n, int64_t n_logits) {
   return Status::Ok();
 }
 
-Status CudaCausalLM::grow_caches(std::vector<DeviceBuffer<bf16>>& caches, int64_t old_rows, int64_t rows, int64_t width) {
-  for (DeviceBuffer<bf16>& cache : caches) {
-    DeviceBuffer<bf16> bigger;
-    SS_RETURN_IF_ERROR(bigger.reserve(static_cast<size_t>(rows * width)));
-    if (old_rows > 0)
-      SS_CUDA_CHECK(cudaMemcpyAsync(bigger.data(), cache.data(), static_cast<size_t>(old_rows * width) * sizeof(bf16),
-                                    cudaMemcpyDeviceToDevice, stream_));
-    SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    cache = std::move(bigger);
+Status CudaCausalLM::ensure_cache_rows(int64_t rows) {
+  if (rows <= cache_rows_) return Status::Ok();
+  const KvLayout layout = kv_layout();
+  for (auto [caches, width] : {std::pair{&cache_a_, layout.a_width}, std::pair{&cache_b_, layout.b_width}}) {
+    caches->resize(static_cast<size_t>(layout.n_layers));
+    for (DeviceBuffer<bf16>& cache : *caches) {
+      DeviceBuffer<bf16> bigger;
+      SS_RETURN_IF_ERROR(bigger.reserve(static_cast<size_t>(rows * width)));
+      if (cache_rows_ > 0)
+        SS_CUDA_CHECK(cudaMemcpyAsync(bigger.data(), cache.data(), static_cast<size_t>(cache_rows_ * width) * sizeof(bf16),
+                                      cudaMemcpyDeviceToDevice, stream_));
+      SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      cache = std::move(bigger);
+    }
   }
+  cache_rows_ = rows;
+  drop_graphs();
   return Status::Ok();
 }
 
@@ -220,7 +227,8 @@ Status CudaCausalLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std:
     for (const auto& seg : ctx.segments) shape.n_tiles += (seg.n + kPrefillTileRows - 1) / kPrefillTileRows;
 
   SS_RETURN_IF_ERROR(ensure_outputs(shape.n, shape.n_logits));
-  SS_RETURN_IF_ERROR(prepare_step(shape, pool));
+  SS_RETURN_IF_ERROR(ensure_cache_rows(pool.n_blocks() * pool.block_size()));
+  SS_RETURN_IF_ERROR(prepare_step(shape));
 
   // Stage every input in pinned memory and send it up in one copy.
   const StepLayout L(shape.n, shape.n_seqs, shape.table_stride, shape.n_logits, shape.n_tiles);

@@ -68,9 +68,9 @@ class CudaCausalLM : public CausalLM {
   // Whether a decode step of this shape may be captured in a graph (false: the model
   // synchronizes with the host inside the step).
   virtual bool capturable(const StepShape& /*shape*/) const { return true; }
-  // Grows the family's caches and activations for `shape` (pool rows: pool.n_blocks() *
-  // pool.block_size()); reallocating anything a graph captured must call drop_graphs().
-  virtual Status prepare_step(const StepShape& shape, const KvPool& pool) = 0;
+  // Grows the family's activations and scratch for `shape` (the KV cache is grown by the base);
+  // reallocating anything a graph captured must call drop_graphs().
+  virtual Status prepare_step(const StepShape& shape) = 0;
   // Enqueues every decoder layer on stream_ over hidden_ [n, hidden] (the embedded tokens),
   // calling observer(i + 1, ...) after layer i when set.
   virtual void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) = 0;
@@ -110,9 +110,10 @@ class CudaCausalLM : public CausalLM {
   };
   void mlp(const DeviceMatrix& gate_up, const DeviceMatrix& down, const float* norm_weight, float eps, float* hidden, int64_t n,
            const MlpScratch& scratch);
-  // Grows every cache of `caches` from old_rows to rows rows of `width` bf16, keeping the old
-  // rows (the pool's block numbers stay valid); the caller drops its graphs.
-  Status grow_caches(std::vector<DeviceBuffer<bf16>>& caches, int64_t old_rows, int64_t rows, int64_t width);
+  // The paged KV cache on the device, per layer: rows of kv_layout().a_width and .b_width bf16
+  // (keys and values, or c_kv and k_pe), grown to the pool's rows before each step.
+  bf16* cache_a(int64_t layer) const { return cache_a_[static_cast<size_t>(layer)].data(); }
+  bf16* cache_b(int64_t layer) const { return cache_b_[static_cast<size_t>(layer)].data(); }
   // Copies hidden [n, hidden] to the host and hands it to the observer (tests).
   void observe(const LayerObserver& observer, int64_t layer, const float* device_hidden, int64_t n);
   void drop_graphs();
@@ -129,11 +130,17 @@ class CudaCausalLM : public CausalLM {
 
  private:
   Status ensure_outputs(int64_t n, int64_t n_logits);
+  // Grows every layer's cache to `rows`, keeping what the old rows hold (the pool's block
+  // numbers stay valid).
+  Status ensure_cache_rows(int64_t rows);
   // Enqueues embedding, layers, final norm, lm_head (and argmax) for the staged step.
   void enqueue_forward(const StepShape& shape, const LayerObserver& observer);
   // Runs enqueue_forward through a CUDA graph captured once per shape (decode steps), so a step
   // costs one launch instead of hundreds.
   void launch_graph(const StepShape& shape);
+
+  std::vector<DeviceBuffer<bf16>> cache_a_, cache_b_;
+  int64_t cache_rows_ = 0;
 
   DeviceMatrix embed_tokens_, lm_head_own_;
   const DeviceMatrix* lm_head_ = nullptr;  // lm_head_own_, or the embedding when tied

@@ -62,11 +62,10 @@ class CudaDeepseekLM final : public CudaCausalLM {
   // as cuBLASLt GEMMs over rows gathered by expert; that needs the expert counts on the host (a
   // synchronization per layer), so such steps are not captured in graphs.
   bool moe_uses_gemms(int64_t n) const { return n_moe_layers_ > 0 && n >= moe_gemm_min_tokens_; }
-  Status prepare_step(const StepShape& shape, const KvPool& pool) override;
+  Status prepare_step(const StepShape& shape) override;
   void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) override;
   void queue_routing_copy(const StepShape& shape) override;
   void report_routing(const RoutingObserver& on_routing, const StepShape& shape) override;
-  Status ensure_kv_rows(int64_t rows);
   void attention(const Layer& layer, int64_t i, const StepShape& shape, const StepInputs& in);
   void moe(const Layer& layer, int64_t n);
   // The routed experts as GEMMs (moe_uses_gemms): expert_out_ rows in the padded layout.
@@ -78,9 +77,6 @@ class CudaDeepseekLM final : public CudaCausalLM {
   int64_t n_moe_layers_ = 0;
   int64_t mlp_width_ = 0;  // widest dense MLP (dense layers, shared experts)
 
-  // Paged latent cache per layer: c_kv [rows, R] and k_pe [rows, P], bf16.
-  std::vector<DeviceBuffer<bf16>> c_kv_cache_, k_pe_cache_;
-  int64_t kv_rows_ = 0;
 
   // Activations, grow-only.
   int64_t act_tokens_ = 0;
@@ -170,26 +166,13 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
   // q.k over the latent and rotary parts, p.v over the latent, per head and layer.
   info_.attention_flops_per_pair = m.n_heads * (4 * m.kv_lora_rank + 2 * m.qk_rope_head_dim) * c.n_layers;
   SS_RETURN_IF_ERROR(upload_rope_tables(rope_));
-  c_kv_cache_.resize(static_cast<size_t>(c.n_layers));
-  k_pe_cache_.resize(static_cast<size_t>(c.n_layers));
   return Status::Ok();
 }
 
-// Grows every layer's latent cache to `rows`, keeping what the old rows hold.
-Status CudaDeepseekLM::ensure_kv_rows(int64_t rows) {
-  if (rows <= kv_rows_) return Status::Ok();
-  SS_RETURN_IF_ERROR(grow_caches(c_kv_cache_, kv_rows_, rows, config_.mla.kv_lora_rank));
-  SS_RETURN_IF_ERROR(grow_caches(k_pe_cache_, kv_rows_, rows, config_.mla.qk_rope_head_dim));
-  kv_rows_ = rows;
-  drop_graphs();
-  return Status::Ok();
-}
-
-Status CudaDeepseekLM::prepare_step(const StepShape& shape, const KvPool& pool) {
+Status CudaDeepseekLM::prepare_step(const StepShape& shape) {
   const DeepseekConfig& c = config_;
   const MlaConfig& m = c.mla;
   const MoeConfig& e = c.moe;
-  SS_RETURN_IF_ERROR(ensure_kv_rows(pool.n_blocks() * pool.block_size()));
   const int64_t n = shape.n;
   if (n > act_tokens_) {
     const auto N = static_cast<size_t>(n);
@@ -260,8 +243,8 @@ void CudaDeepseekLM::attention(const Layer& layer, int64_t i, const StepShape& s
   prep.sin = rope_sin_.data();
   prep.positions = in.positions;
   prep.slots = in.slots;
-  prep.c_kv_pool = c_kv_cache_[static_cast<size_t>(i)].data();
-  prep.k_pe_pool = k_pe_cache_[static_cast<size_t>(i)].data();
+  prep.c_kv_pool = cache_a(i);  // latent cache: c_kv [rows, R], k_pe [rows, P]
+  prep.k_pe_pool = cache_b(i);
   mla_prepare(prep, stream_);
   const float* q = proj_.data();
   int64_t q_stride = proj_width;

@@ -39,17 +39,12 @@ class CudaDenseLM final : public CudaCausalLM {
   };
 
   bool uses_prefill_tiles() const override { return attention_prefill_supported(config_.attention.head_dim); }
-  Status prepare_step(const StepShape& shape, const KvPool& pool) override;
+  Status prepare_step(const StepShape& shape) override;
   void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) override;
-  Status ensure_kv_rows(int64_t rows);
 
   DenseDecoderConfig config_;
   RopeFrequencies rope_;
   std::vector<Layer> layers_;
-
-  // Paged KV cache, per layer: [rows, Hkv * D] bf16.
-  std::vector<DeviceBuffer<bf16>> k_cache_, v_cache_;
-  int64_t kv_rows_ = 0;
 
   // Activations, grow-only.
   int64_t act_tokens_ = 0;
@@ -92,26 +87,12 @@ Status CudaDenseLM::bind(ConfigReader& reader, WeightBinder& binder) {
   info_.weight_bytes = uploaded_bytes_;  // as held on the device (bf16), whatever the checkpoint format
   info_.attention_flops_per_pair = 4 * a.n_heads * a.head_dim * c.n_layers;  // 2 for q.k, 2 for p.v, per head dim
   SS_RETURN_IF_ERROR(upload_rope_tables(rope_));
-  k_cache_.resize(static_cast<size_t>(c.n_layers));
-  v_cache_.resize(static_cast<size_t>(c.n_layers));
   return Status::Ok();
 }
 
-// Grows every layer's cache to `rows`, keeping what the old rows hold.
-Status CudaDenseLM::ensure_kv_rows(int64_t rows) {
-  if (rows <= kv_rows_) return Status::Ok();
-  const int64_t width = config_.attention.n_kv_heads * config_.attention.head_dim;
-  SS_RETURN_IF_ERROR(grow_caches(k_cache_, kv_rows_, rows, width));
-  SS_RETURN_IF_ERROR(grow_caches(v_cache_, kv_rows_, rows, width));
-  kv_rows_ = rows;
-  drop_graphs();
-  return Status::Ok();
-}
-
-Status CudaDenseLM::prepare_step(const StepShape& shape, const KvPool& pool) {
+Status CudaDenseLM::prepare_step(const StepShape& shape) {
   const DenseDecoderConfig& c = config_;
   const GqaConfig& a = c.attention;
-  SS_RETURN_IF_ERROR(ensure_kv_rows(pool.n_blocks() * pool.block_size()));
   const int64_t n = shape.n;
   if (n > act_tokens_) {
     const auto N = static_cast<size_t>(n);
@@ -147,8 +128,8 @@ void CudaDenseLM::enqueue_layers(const StepShape& shape, const StepInputs& in, c
   const MlpScratch scratch{normed_.data(), gate_up_.data(), gate_up_bf16_.data(), act_.data()};
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const Layer& layer = layers_[static_cast<size_t>(i)];
-    bf16* k_cache = k_cache_[static_cast<size_t>(i)].data();
-    bf16* v_cache = v_cache_[static_cast<size_t>(i)].data();
+    bf16* k_cache = cache_a(i);  // [rows, Hkv * D]
+    bf16* v_cache = cache_b(i);
     normed_linear(layer.qkv, hidden, nullptr, n, layer.input_norm.data(), c.rms_norm_eps,
                   layer.qkv_bias.size() ? layer.qkv_bias.data() : nullptr, normed_.data(), qkv_.data());
     // Decode steps rotate and cache inside the attention kernel; prefill does it for all rows first.
