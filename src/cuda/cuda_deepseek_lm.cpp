@@ -105,8 +105,8 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
   if (!mla_attention_supported(m.kv_lora_rank, m.qk_rope_head_dim) || m.qk_nope_head_dim % 2 != 0)
     return unimplemented("--device cuda: MLA with kv_lora_rank " + std::to_string(m.kv_lora_rank) + " and rope dim " +
                          std::to_string(m.qk_rope_head_dim) + " is not built (kv_lora_rank <= 512, even dims)");
-  if (c.hidden_size % 8 != 0 || (e.n_routed_experts > 0 && e.moe_intermediate_size % 8 != 0))
-    return unimplemented("--device cuda: hidden_size and moe_intermediate_size must be multiples of 8");
+  if (c.hidden_size % 16 != 0 || (e.n_routed_experts > 0 && e.moe_intermediate_size % 16 != 0))
+    return unimplemented("--device cuda: hidden_size and moe_intermediate_size must be multiples of 16");
   if (e.n_routed_experts > kMaxRoutedExperts || e.top_k > 32 || e.n_group > 32)
     return unimplemented("--device cuda: at most 256 routed experts, 32 per token and 32 groups");
   read_common_info(reader, &info_);
@@ -321,9 +321,10 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
     expert_gemms(layer, groups, route.ids, n);
   } else {
     const int64_t max_active = std::min(E, pairs);
-    moe_gemv_swiglu(layer.experts_gate_up.data.data(), e.moe_intermediate_size, D, normed_.data(), K, groups, max_active,
+    const MoeKernel kernel = choose_moe_kernel(pairs, max_active);
+    moe_gemv_swiglu(kernel, layer.experts_gate_up.data.data(), e.moe_intermediate_size, D, normed_.data(), K, groups, max_active,
                     expert_act_.data(), stream_);
-    moe_gemv_down(layer.experts_down.data.data(), D, e.moe_intermediate_size, expert_act_.data(), groups, max_active,
+    moe_gemv_down(kernel, layer.experts_down.data.data(), D, e.moe_intermediate_size, expert_act_.data(), groups, max_active,
                   expert_out_.data(), stream_);
   }
   if (layer.shared_down.rows > 0)  // reads hidden before the routed outputs are added

@@ -116,16 +116,23 @@ struct MoeGroups {
 };
 void moe_group(const int32_t* ids, int64_t n_pairs, int64_t n_experts, const MoeGroups& groups, cudaStream_t stream);
 
-// Expert matmuls over the grouped pairs, each selected expert's rows read once per group of up
-// to 8 of its pairs; experts that received nothing cost nothing. max_active bounds the active
-// experts (the grid; min(E, n * top_k)).
+// Which kernel runs the grouped expert matmuls. Tensor cores (mma.sync 16 weight rows x 8 pairs)
+// win once experts average two or more pairs (H200, V2-Lite batch 32: 2,074 vs 1,610 tok/s); with
+// one pair an expert (batch-1 decode) the CUDA-core GEMV streams the weights faster (276 vs 243).
+// SEEKSERVE_CUDA_MOE_GEMV=1 forces the CUDA cores (to compare).
+enum class MoeKernel { kCudaCores, kTensorCores };
+MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active);
+
+// Expert matmuls over the grouped pairs on tensor cores (K a multiple of 16), each selected
+// expert's rows read once per group of up to 8 of its pairs; experts that received nothing cost
+// nothing. max_active bounds the active experts (the grid; min(E, n * top_k)).
 //   swiglu: act[p] = bf16(silu(x[p / top_k] . gate_e) * (x[p / top_k] . up_e)), w_gate_up
 //           [E, 2I, K] (gate rows, then up rows per expert), x [n, K] bf16, act [n * top_k, I];
 //   down:   out[p] = act[p] . down_e, w_down [E, M, I], out [n * top_k, M] float32.
-void moe_gemv_swiglu(const bf16* w_gate_up, int64_t I, int64_t K, const bf16* x, int64_t top_k, const MoeGroups& groups,
-                     int64_t max_active, bf16* act, cudaStream_t stream);
-void moe_gemv_down(const bf16* w_down, int64_t M, int64_t I, const bf16* act, const MoeGroups& groups, int64_t max_active, float* out,
-                   cudaStream_t stream);
+void moe_gemv_swiglu(MoeKernel kernel, const bf16* w_gate_up, int64_t I, int64_t K, const bf16* x, int64_t top_k,
+                     const MoeGroups& groups, int64_t max_active, bf16* act, cudaStream_t stream);
+void moe_gemv_down(MoeKernel kernel, const bf16* w_down, int64_t M, int64_t I, const bf16* act, const MoeGroups& groups,
+                   int64_t max_active, float* out, cudaStream_t stream);
 
 // The GEMM path (prefill, large batches): rows[padded[e] + i] = x[sorted[offsets[e] + i] /
 // top_k] for the pairs of each expert e, zero rows in each expert's padding, and

@@ -27,15 +27,6 @@ constexpr size_t flash_shared_bytes() {
   return size_t{2} * 2 * kFlashKeys * (D + kPad) * sizeof(bf16);  // {K, V} x double buffer
 }
 
-// Not volatile: the compiler may interleave independent mmas (a volatile asm keeps program
-// order, which chains each mma behind the previous one's latency).
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ uint32_t shared_address(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
 // Two 8x8 bf16 matrices (rows given by lanes 0-7 and 8-15): lane i gets row i/4, columns

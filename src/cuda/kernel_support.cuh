@@ -93,6 +93,18 @@ __device__ __forceinline__ float rms_inverse(float sum_sq, int64_t dim, float ep
 __device__ __forceinline__ float rms_scaled(float weight, float v, float inv_rms) { return weight * (v * inv_rms); }
 __device__ __forceinline__ float silu_times(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
 
+// D (+)= A B on tensor cores, m16n8k16, bf16 in, float32 accumulate. Fragments (lane = 4 g + c):
+// a[0] = A[g][2c..2c+1], a[1] = A[g+8][2c..], a[2] = A[g][2c+8..], a[3] = A[g+8][2c+8..];
+// b0 = B[2c..2c+1][g], b1 = B[2c+8..][g]; acc[0..1] = D[g][2c..2c+1], acc[2..3] = D[g+8][2c..].
+// Not volatile: the compiler may interleave independent mmas (a volatile asm keeps program
+// order, which chains each mma behind the previous one's latency).
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // Eight bf16 (one 16-byte load) as float.
 __device__ __forceinline__ void bf16x8_to_float(const uint4& v, float* out) {
   const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);

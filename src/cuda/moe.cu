@@ -4,6 +4,7 @@
 // on the device, so decode steps with MoE layers are captured in CUDA graphs like dense ones.
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "cuda/deepseek_kernels.h"
 #include "cuda/kernel_support.cuh"
@@ -196,12 +197,12 @@ __global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int
   for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) g.sorted[atomicAdd(&cursor[ids[p]], 1)] = static_cast<int32_t>(p);
 }
 
-// Grid (row groups of 8 * kExpertRowsPerWarp, active experts): warp w takes rows
-// blockIdx.x * 8 * kExpertRowsPerWarp + 8 r + w of the expert (with kSwiGLU: gate row and up row
+// The CUDA-core version (steps averaging under two pairs an expert; choose_moe_kernel). Grid (row groups of 8 * kGemvExpertRowsPerWarp, active experts): warp w takes rows
+// blockIdx.x * 8 * kGemvExpertRowsPerWarp + 8 r + w of the expert (with kSwiGLU: gate row and up row
 // side by side) and its pairs 8 at a time. (Measured on the H200, V2-Lite shapes: 4 rows a warp
 // to amortize the block's chain of index loads was slower at batch 1 and mixed at batch 32;
 // loading 2 or 4 chunks a lane before use changed nothing.)
-constexpr int kExpertTokens = 8, kExpertRowsPerWarp = 1, kExpertRowsPerBlock = 8 * kExpertRowsPerWarp;
+constexpr int kExpertTokens = 8, kGemvExpertRowsPerWarp = 1, kGemvExpertRowsPerBlock = 8 * kGemvExpertRowsPerWarp;
 
 template <bool kSwiGLU>
 __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t x_per_pair_div,
@@ -223,8 +224,8 @@ __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M,
       pair[tt] = tt < count ? g.sorted[chunk + tt] : 0;
       xr[tt] = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(pair[tt] / div) * K);
     }
-    for (int r = 0; r < kExpertRowsPerWarp; ++r) {
-      const int64_t row = static_cast<int64_t>(blockIdx.x) * kExpertRowsPerBlock + 8 * r + warp;
+    for (int r = 0; r < kGemvExpertRowsPerWarp; ++r) {
+      const int64_t row = static_cast<int64_t>(blockIdx.x) * kGemvExpertRowsPerBlock + 8 * r + warp;
       if (row >= M) break;
       const uint4* wr[kOuts];
 #pragma unroll
@@ -261,6 +262,94 @@ __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M,
   }
 }
 
+// Expert matmuls on tensor cores, weights streamed once: block = (16-row tile of one expert,
+// active expert), 4 warps splitting K (warp w takes the 16-wide k-steps w, w + 4, ...), each
+// mma.sync m16n8k16 multiplying the tile's 16 rows (A: weights, loaded from global memory
+// straight into fragments, every 32-byte sector used whole) by 8 of the expert's tokens (B:
+// their input rows, L1/L2-resident). A decode step with one token wastes 7/8 of each mma, which
+// costs nothing against the weight stream; at batch 32 the 3-4 tokens an expert gets share every
+// weight load. kSwiGLU: gate rows r and up rows I + r side by side, act = silu(gate) * up.
+constexpr int kExpertWarps = 4, kExpertUnroll = 4;
+
+__device__ __forceinline__ uint32_t load_pair(const bf16* p) { return __ldcs(reinterpret_cast<const unsigned int*>(p)); }
+
+template <bool kSwiGLU>
+__global__ void __launch_bounds__(kExpertWarps * 32) moe_mma_kernel(const bf16* w, int64_t M, int64_t K, const bf16* x,
+                                                                    int64_t x_per_pair_div, MoeGroups g, bf16* act, float* out) {
+  dependency_wait();
+  if (static_cast<int>(blockIdx.y) >= *g.n_active) return;
+  constexpr int kOuts = kSwiGLU ? 2 : 1;
+  __shared__ float partial[kExpertWarps][kOuts][32][4];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+  const int64_t e = g.active[blockIdx.y];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * 16;
+  // This lane's two weight rows (gid, gid + 8) of each output, clamped inside the matrix.
+  const bf16* wr[kOuts][2];
+#pragma unroll
+  for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = r0 + gid + 8 * h < M ? r0 + gid + 8 * h : M - 1;
+      wr[o][h] = w + ((e * kOuts + o) * M + row) * K + 2 * tig;
+    }
+  const int steps = static_cast<int>(K / 16);
+  const int begin = g.offsets[e], end = g.offsets[e + 1];
+  const int div = static_cast<int>(x_per_pair_div);
+  for (int chunk = begin; chunk < end; chunk += kExpertTokens) {
+    const int count = min(kExpertTokens, end - chunk);
+    // B fragments: this lane reads token gid of the chunk (zeros past the chunk's end).
+    const bool has_token = gid < count;
+    const bf16* xr = x + static_cast<int64_t>(has_token ? g.sorted[chunk + gid] / div : 0) * K + 2 * tig;
+    float acc[kOuts][4] = {};
+    for (int s0 = warp; s0 < steps; s0 += kExpertWarps * kExpertUnroll) {
+      uint32_t a[kExpertUnroll][kOuts][4], b[kExpertUnroll][2];
+#pragma unroll
+      for (int u = 0; u < kExpertUnroll; ++u) {
+        const int s = s0 + u * kExpertWarps;
+        const int64_t k = static_cast<int64_t>(min(s, steps - 1)) * 16;
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o) {
+          a[u][o][0] = load_pair(wr[o][0] + k);
+          a[u][o][1] = load_pair(wr[o][1] + k);
+          a[u][o][2] = load_pair(wr[o][0] + k + 8);
+          a[u][o][3] = load_pair(wr[o][1] + k + 8);
+        }
+        b[u][0] = has_token && s < steps ? *reinterpret_cast<const uint32_t*>(xr + k) : 0u;
+        b[u][1] = has_token && s < steps ? *reinterpret_cast<const uint32_t*>(xr + k + 8) : 0u;
+      }
+#pragma unroll
+      for (int u = 0; u < kExpertUnroll; ++u)
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o) mma_bf16(acc[o], a[u][o], b[u][0], b[u][1]);  // zero B past the end adds 0
+    }
+#pragma unroll
+    for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) partial[warp][o][lane][i] = acc[o][i];
+    __syncthreads();
+    if (warp == 0) {
+      float v[kOuts][4] = {};
+#pragma unroll
+      for (int p = 0; p < kExpertWarps; ++p)  // fixed order: results do not depend on timing
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) v[o][i] += partial[p][o][lane][i];
+      // acc[i]: row gid + 8 (i / 2), token 2 tig + i % 2.
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t row = r0 + gid + 8 * (i / 2);
+        const int token = 2 * tig + i % 2;
+        if (row >= M || token >= count) continue;
+        const int64_t pair = g.sorted[chunk + token];
+        if constexpr (kSwiGLU) act[pair * M + row] = __float2bfloat16_rn(silu_times(v[0][i], v[1][i]));
+        else out[pair * M + row] = v[0][i];
+      }
+    }
+    __syncthreads();  // partial is rewritten by the next chunk
+  }
+}
+
 // Grid (tokens, column slices of 256): one column a thread.
 __global__ void moe_combine_kernel(const float* expert_out, const int32_t* row_of_pair, const float* weights, int64_t top_k, int64_t dim,
                                    float* hidden) {
@@ -294,7 +383,17 @@ void check_multiple_of_8(int64_t K, const char* what) {
   if (K % 8 != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
 
+void check_multiple_of_16(int64_t K, const char* what) {
+  if (K % 16 != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
+}
+
 }  // namespace
+
+MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active) {
+  static const bool forced_cuda_cores = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") != nullptr;
+  if (forced_cuda_cores || max_active == 0) return MoeKernel::kCudaCores;
+  return n_pairs >= 2 * max_active ? MoeKernel::kTensorCores : MoeKernel::kCudaCores;
+}
 
 void router_logits(const float* router, int64_t E, int64_t K, const bf16* x, int64_t n, float* logits, cudaStream_t stream) {
   if (n == 0) return;
@@ -317,21 +416,31 @@ void moe_group(const int32_t* ids, int64_t n_pairs, int64_t n_experts, const Moe
   SS_CUDA_CHECK_LAUNCH();
 }
 
-void moe_gemv_swiglu(const bf16* w_gate_up, int64_t I, int64_t K, const bf16* x, int64_t top_k, const MoeGroups& groups,
-                     int64_t max_active, bf16* act, cudaStream_t stream) {
+void moe_gemv_swiglu(MoeKernel kernel, const bf16* w_gate_up, int64_t I, int64_t K, const bf16* x, int64_t top_k,
+                     const MoeGroups& groups, int64_t max_active, bf16* act, cudaStream_t stream) {
   if (max_active == 0) return;
-  check_multiple_of_8(K, "moe_gemv_swiglu: hidden size must be a multiple of 8");
-  const dim3 grid(static_cast<unsigned>((I + kExpertRowsPerBlock - 1) / kExpertRowsPerBlock), static_cast<unsigned>(max_active));
-  launch(moe_gemv_kernel<true>, grid, 256, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+  check_multiple_of_16(K, "moe_gemv_swiglu: hidden size must be a multiple of 16");
+  if (kernel == MoeKernel::kCudaCores) {
+    const dim3 grid(static_cast<unsigned>((I + kGemvExpertRowsPerBlock - 1) / kGemvExpertRowsPerBlock), static_cast<unsigned>(max_active));
+    launch(moe_gemv_kernel<true>, grid, 256, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+  } else {
+    const dim3 grid(static_cast<unsigned>((I + 15) / 16), static_cast<unsigned>(max_active));
+    launch(moe_mma_kernel<true>, grid, kExpertWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+  }
   SS_CUDA_CHECK_LAUNCH();
 }
 
-void moe_gemv_down(const bf16* w_down, int64_t M, int64_t I, const bf16* act, const MoeGroups& groups, int64_t max_active, float* out,
-                   cudaStream_t stream) {
+void moe_gemv_down(MoeKernel kernel, const bf16* w_down, int64_t M, int64_t I, const bf16* act, const MoeGroups& groups,
+                   int64_t max_active, float* out, cudaStream_t stream) {
   if (max_active == 0) return;
-  check_multiple_of_8(I, "moe_gemv_down: expert width must be a multiple of 8");
-  const dim3 grid(static_cast<unsigned>((M + kExpertRowsPerBlock - 1) / kExpertRowsPerBlock), static_cast<unsigned>(max_active));
-  launch(moe_gemv_kernel<false>, grid, 256, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
+  check_multiple_of_16(I, "moe_gemv_down: expert width must be a multiple of 16");
+  if (kernel == MoeKernel::kCudaCores) {
+    const dim3 grid(static_cast<unsigned>((M + kGemvExpertRowsPerBlock - 1) / kGemvExpertRowsPerBlock), static_cast<unsigned>(max_active));
+    launch(moe_gemv_kernel<false>, grid, 256, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
+  } else {
+    const dim3 grid(static_cast<unsigned>((M + 15) / 16), static_cast<unsigned>(max_active));
+    launch(moe_mma_kernel<false>, grid, kExpertWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
+  }
   SS_CUDA_CHECK_LAUNCH();
 }
 
