@@ -76,13 +76,14 @@ int run_bench(const BenchFlags& f) {
   const bool gpu = f.device != "cpu";
   // The ceilings of the device the model runs on, measured now: read bandwidth on CPUs; copy
   // bandwidth and the bf16 GEMM rate on GPUs.
-  double bandwidth = 0, gemm_tflops = 0;
+  double bandwidth = 0, gemm_tflops = 0, fp8_gemm_tflops = 0;
   std::string device_name = cpu_isa_name(backend->isa());
 #ifdef SEEKSERVE_HAVE_CUDA
   if (gpu) {
     const cuda::DeviceCeilings ceilings = cuda::measure_device_ceilings();
     bandwidth = ceilings.copy_GBps;
     gemm_tflops = ceilings.bf16_tflops;
+    fp8_gemm_tflops = ceilings.fp8_tflops;
     device_name = ceilings.name;
   }
 #endif
@@ -185,6 +186,10 @@ int run_bench(const BenchFlags& f) {
     const double attention_flops = static_cast<double>(info.attention_flops_per_pair) * pairs;
     const double flops = matmul_flops + attention_flops;
     out["measured_bf16_gemm_TFLOPs"] = gemm_tflops;
+    if (fp8_gemm_tflops > 0) {  // block-scaled FP8 (DeepSeek's format) against bf16, same run
+      out["measured_fp8_gemm_TFLOPs"] = fp8_gemm_tflops;
+      out["fp8_over_bf16_gemm"] = fp8_gemm_tflops / gemm_tflops;
+    }
     out["prefill_attention_flop_share"] = attention_flops / flops;
     out["prefill_TFLOPs"] = flops / prefill_s / 1e12;
     out["prefill_gemm_share"] = gemm_tflops > 0 ? flops / prefill_s / 1e12 / gemm_tflops : 0.0;

@@ -67,6 +67,26 @@ DeviceCeilings measure_device_ceilings() {
       const double ms = median_ms(10, stream, [&] { gemm.run(w.data(), n, n, x.data(), n, false, y.data(), stream); });
       c.bf16_tflops = 2.0 * static_cast<double>(n * n * n) / (ms * 1e-3) / 1e12;
     }
+    // FP8: e4m3 of the same values, random block scales, bf16 out.
+    std::vector<uint8_t> q(host.size());
+    for (size_t i = 0; i < q.size(); ++i) q[i] = f32_to_fp8_e4m3(bf16_to_f32(host[i]));
+    std::vector<float> scales(static_cast<size_t>((n / 128) * (n / 128)));
+    std::uniform_real_distribution<float> uniform(0.5f, 2.0f);
+    for (float& s : scales) s = uniform(rng);
+    DeviceBuffer<uint8_t> wq, xq;
+    DeviceBuffer<float> ws, xs;
+    DeviceBuffer<bf16> out;
+    LtGemm fp8;
+    if (fp8.fp8_available(n, n, n) && wq.reserve(q.size()).ok() && xq.reserve(q.size()).ok() && ws.reserve(scales.size()).ok() &&
+        xs.reserve(static_cast<size_t>(n * (n / 128))).ok() && out.reserve(q.size()).ok()) {
+      SS_CUDA_CHECK(cudaMemcpy(wq.data(), q.data(), q.size(), cudaMemcpyHostToDevice));
+      SS_CUDA_CHECK(cudaMemcpy(xq.data(), q.data(), q.size(), cudaMemcpyHostToDevice));
+      SS_CUDA_CHECK(cudaMemcpy(ws.data(), scales.data(), scales.size() * 4, cudaMemcpyHostToDevice));
+      std::vector<float> x_scales(static_cast<size_t>(n * (n / 128)), 1.0f);
+      SS_CUDA_CHECK(cudaMemcpy(xs.data(), x_scales.data(), x_scales.size() * 4, cudaMemcpyHostToDevice));
+      const double ms = median_ms(10, stream, [&] { fp8.run_fp8(wq.data(), ws.data(), n, n, xq.data(), xs.data(), n, out.data(), stream); });
+      c.fp8_tflops = 2.0 * static_cast<double>(n * n * n) / (ms * 1e-3) / 1e12;
+    }
   }
   SS_CUDA_CHECK(cudaStreamDestroy(stream));
   return c;
