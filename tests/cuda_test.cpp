@@ -435,11 +435,13 @@ TEST_P(CudaGoldenTest, LogitsAndArgmaxMatchTheGoldens) {
   auto reference = load("cpu", ComputeDType::kF32);
   ASSERT_TRUE(reference.ok());
   check_logits(**model, **reference);
-  if ((*model)->info().n_routed_experts > 0) {  // MoE experts as GEMMs over gathered rows (the prefill path) at every size
-    SCOPED_TRACE("experts as GEMMs");
+  if ((*model)->info().n_routed_experts > 0) {  // the prefill paths at every size: MoE experts and MLA attention as GEMMs
+    SCOPED_TRACE("experts and attention as GEMMs");
     ::setenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS", "1", 1);
+    ::setenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS", "1", 1);
     auto gemm_model = load("cuda", ComputeDType::kBF16);
     ::unsetenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS");
+    ::unsetenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS");
     ASSERT_TRUE(gemm_model.ok());
     check_logits(**gemm_model, **reference);
   }

@@ -226,6 +226,9 @@ Status CudaCausalLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std:
   if (!shape.decode() && uses_prefill_tiles())
     for (const auto& seg : ctx.segments) shape.n_tiles += (seg.n + kPrefillTileRows - 1) / kPrefillTileRows;
 
+  segments_.clear();
+  for (const auto& seg : ctx.segments)
+    segments_.push_back({seg.begin, seg.n, ctx.positions[static_cast<size_t>(seg.begin)]});
   SS_RETURN_IF_ERROR(ensure_outputs(shape.n, shape.n_logits));
   SS_RETURN_IF_ERROR(ensure_cache_rows(pool.n_blocks() * pool.block_size()));
   SS_RETURN_IF_ERROR(prepare_step(shape));

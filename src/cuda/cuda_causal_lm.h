@@ -63,6 +63,13 @@ class CudaCausalLM : public CausalLM {
     const int32_t* tiles = nullptr;       // [n_tiles, 3] prefill tiles (kernels.h)
   };
 
+  // The step's sequences as the host sees them (valid while a step is enqueued): rows
+  // [begin, begin + n) of the batch at positions [first_position, first_position + n).
+  struct StepSegment {
+    int64_t begin = 0, n = 0, first_position = 0;
+  };
+  std::vector<StepSegment> segments_;
+
   // Prefill steps are cut into query tiles for attention_prefill (dense models).
   virtual bool uses_prefill_tiles() const { return false; }
   // Whether a decode step of this shape may be captured in a graph (false: the model

@@ -21,6 +21,7 @@ class CudaDeepseekLM final : public CudaCausalLM {
   explicit CudaDeepseekLM(DeepseekConfig config)
       : config_(std::move(config)), rope_(make_rope_frequencies(config_.rope, config_.mla.qk_rope_head_dim)) {
     if (const char* v = std::getenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS")) moe_gemm_min_tokens_ = std::max(1, std::atoi(v));
+    if (const char* v = std::getenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS")) mla_gemm_min_tokens_ = std::max(1, std::atoi(v));
   }
   ~CudaDeepseekLM() override {
     if (host_ids_pinned_) cudaFreeHost(host_ids_pinned_);
@@ -68,6 +69,18 @@ class CudaDeepseekLM final : public CudaCausalLM {
   void report_routing(const RoutingObserver& on_routing, const StepShape& shape) override;
   void attention(const Layer& layer, int64_t i, const StepShape& shape, const StepInputs& in);
   void moe(const Layer& layer, int64_t n);
+  // Attention of one prefill chunk of >= mla_gemm_min_tokens_ tokens through cuBLASLt, in the
+  // absorbed form: scores = [q_latent | q_pe] [c_kv | k_pe]^T over the sequence's gathered cache
+  // rows, a masked softmax, then probabilities x c_kv — tensor cores instead of the decode
+  // kernel's CUDA cores, whose per-token cache reads made long prompts quadratic.
+  int64_t mla_gemm_min_tokens_ = 32;  // SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS overrides (tests)
+  static constexpr int64_t kMlaScoreBudget = int64_t{64} << 20;  // scores a query chunk may hold (floats)
+  void mla_prefill_with_gemms(const StepSegment& seg, int64_t seq, const float* q, int64_t q_stride, const bf16* c_kv_pool,
+                              const bf16* k_pe_pool, const StepShape& shape, const StepInputs& in);
+  static int64_t padded_keys(int64_t L) { return (L + 63) / 64 * 64; }
+  int64_t query_chunk(int64_t n, int64_t L_pad) const {
+    return std::max<int64_t>(1, std::min<int64_t>(n, kMlaScoreBudget / (config_.mla.n_heads * L_pad)));
+  }
   // The routed experts as GEMMs (moe_uses_gemms): expert_out_ rows in the padded layout.
   void expert_gemms(const Layer& layer, const MoeGroups& groups, const int32_t* ids, int64_t n);
 
@@ -94,6 +107,9 @@ class CudaDeepseekLM final : public CudaCausalLM {
   DeviceBuffer<bf16> gathered_, expert_gate_up_rows_;
   DeviceBuffer<int32_t> row_of_pair_;
   int32_t* host_padded_ = nullptr;
+  // MLA prefill through GEMMs: gathered keys, c_kv transposed, queries, scores, probabilities.
+  DeviceBuffer<bf16> mla_keys_, mla_c_kv_t_, mla_queries_, mla_probs_;
+  DeviceBuffer<float> mla_scores_;
 };
 
 Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
@@ -210,6 +226,16 @@ Status CudaDeepseekLM::prepare_step(const StepShape& shape) {
     act_tokens_ = n;
     drop_graphs();
   }
+  for (const StepSegment& seg : segments_) {  // MLA prefill through GEMMs (grow-only; not in graphs)
+    if (shape.decode() || seg.n < mla_gemm_min_tokens_) continue;
+    const int64_t L_pad = padded_keys(seg.first_position + seg.n), rows = query_chunk(seg.n, L_pad) * m.n_heads;
+    const int64_t W = m.kv_lora_rank + m.qk_rope_head_dim;
+    SS_RETURN_IF_ERROR(mla_keys_.reserve(static_cast<size_t>(L_pad * W)));
+    SS_RETURN_IF_ERROR(mla_c_kv_t_.reserve(static_cast<size_t>(m.kv_lora_rank * L_pad)));
+    SS_RETURN_IF_ERROR(mla_queries_.reserve(static_cast<size_t>(rows * W)));
+    SS_RETURN_IF_ERROR(mla_scores_.reserve(static_cast<size_t>(rows * L_pad)));
+    SS_RETURN_IF_ERROR(mla_probs_.reserve(static_cast<size_t>(rows * L_pad)));
+  }
   const int64_t splits = mla_splits(n, m.n_heads, shape.table_stride * shape.block_size);
   const auto need = static_cast<size_t>(splits > 1 ? mla_partial_floats(n, m.n_heads, splits, m.kv_lora_rank) : 0);
   if (need > partial_.size()) {
@@ -278,10 +304,47 @@ void CudaDeepseekLM::attention(const Layer& layer, int64_t i, const StepShape& s
   p.out = out_latent_.data();
   p.n_splits = mla_splits(n, H, shape.table_stride * shape.block_size);
   p.partial = partial_.data();
-  mla_attention(p, stream_);
+  if (shape.decode()) {
+    mla_attention(p, stream_);
+  } else {  // prefill: long chunks through GEMMs, short ones through the kernel, sequence by sequence
+    for (size_t seq = 0; seq < segments_.size(); ++seq) {
+      const StepSegment& seg = segments_[seq];
+      if (seg.n >= mla_gemm_min_tokens_) {
+        mla_prefill_with_gemms(seg, static_cast<int64_t>(seq), q, q_stride, prep.c_kv_pool, prep.k_pe_pool, shape, in);
+        continue;
+      }
+      MlaAttentionParams one = p;
+      one.q_latent = p.q_latent + seg.begin * H * R;
+      one.q = p.q + seg.begin * q_stride;
+      one.token_seq = p.token_seq + seg.begin;
+      one.positions = p.positions + seg.begin;
+      one.n_tokens = seg.n;
+      one.out = p.out + seg.begin * H * R;
+      one.n_splits = 1;
+      mla_attention(one, stream_);
+    }
+  }
   // Un-absorb: v[t, h] = W_uv[h] out_latent[t, h]; then o_proj into the residual stream.
   head_matmul(layer.w_uv.data.data(), H, V, R, out_latent_.data(), H * R, R, n, attn_v_.data(), stream_);
   linear(layer.o, attn_v_.data(), n, nullptr, true, hidden);
+}
+
+void CudaDeepseekLM::mla_prefill_with_gemms(const StepSegment& seg, int64_t seq, const float* q, int64_t q_stride, const bf16* c_kv_pool,
+                                            const bf16* k_pe_pool, const StepShape& shape, const StepInputs& in) {
+  const MlaConfig& m = config_.mla;
+  const int64_t H = m.n_heads, R = m.kv_lora_rank, P = m.qk_rope_head_dim, W = R + P, QD = m.q_head_dim();
+  const int64_t L = seg.first_position + seg.n, L_pad = padded_keys(L);
+  mla_gather_latent(c_kv_pool, k_pe_pool, in.tables + seq * shape.table_stride, shape.block_size, L, L_pad, R, P, mla_keys_.data(),
+                    mla_c_kv_t_.data(), stream_);
+  const int64_t chunk = query_chunk(seg.n, L_pad);
+  for (int64_t t0 = 0; t0 < seg.n; t0 += chunk) {
+    const int64_t nc = std::min(chunk, seg.n - t0), row0 = seg.begin + t0;
+    mla_prefill_queries(q_latent_.data() + row0 * H * R, q + row0 * q_stride, q_stride, QD, m.qk_nope_head_dim, in.positions + row0,
+                        rope_cos_.data(), rope_sin_.data(), nc, H, R, P, mla_queries_.data(), stream_);
+    gemm_.run(mla_keys_.data(), L_pad, W, mla_queries_.data(), nc * H, false, mla_scores_.data(), stream_);
+    mla_prefill_softmax(mla_scores_.data(), nc, H, L_pad, seg.first_position + t0, m.softmax_scale, mla_probs_.data(), stream_);
+    gemm_.run(mla_c_kv_t_.data(), R, L_pad, mla_probs_.data(), nc * H, out_latent_.data() + row0 * H * R, stream_);
+  }
 }
 
 void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {

@@ -77,6 +77,21 @@ inline int64_t mla_partial_floats(int64_t n_tokens, int64_t n_heads, int64_t n_s
 }
 void mla_attention(const MlaAttentionParams& p, cudaStream_t stream);
 
+// MLA prefill through GEMMs (a chunk of one sequence, absorbed form):
+//  - mla_gather_latent: the sequence's cache rows of positions [0, L) into keys [L_pad, R + P]
+//    (c_kv | k_pe) and c_kv transposed [R, L_pad], zero past L (block_table: the sequence's);
+//  - mla_prefill_queries: rows (t, h) of [q_latent | rope(q_pe)] as bf16 [n * H, R + P] for
+//    tokens [0, n) of the chunk (q_latent [n, H, R]; q_pe read unrotated as in MlaAttentionParams);
+//  - mla_prefill_softmax: scores [rows, L_pad] float -> probabilities bf16, row (t, h) seeing keys
+//    [0, first_position + t], scaled by `scale`.
+void mla_gather_latent(const bf16* c_kv_pool, const bf16* k_pe_pool, const int32_t* block_table, int64_t block_size, int64_t L,
+                       int64_t L_pad, int64_t R, int64_t P, bf16* keys, bf16* c_kv_t, cudaStream_t stream);
+void mla_prefill_queries(const bf16* q_latent, const float* q, int64_t q_stride, int64_t q_head_stride, int64_t q_pe_offset,
+                         const int32_t* positions, const float* cos, const float* sin, int64_t n, int64_t H, int64_t R, int64_t P,
+                         bf16* out, cudaStream_t stream);
+void mla_prefill_softmax(const float* scores, int64_t n, int64_t H, int64_t L_pad, int64_t first_position, float scale, bf16* probs,
+                         cudaStream_t stream);
+
 // ---- MoE ---------------------------------------------------------------------------------
 
 // logits[t][e] = x[t] . router[e] in float32; x: [n, K] bf16, router: [E, K] float32.

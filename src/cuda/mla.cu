@@ -343,3 +343,98 @@ void mla_attention(const MlaAttentionParams& p, cudaStream_t stream) {
 }
 
 }  // namespace seekserve::cuda
+
+// ---- prefill through GEMMs ----
+
+namespace seekserve::cuda {
+
+namespace {
+
+// One block per key position: its c_kv | k_pe row into keys, and c_kv into column s of c_kv_t.
+__global__ void mla_gather_kernel(const bf16* c_kv_pool, const bf16* k_pe_pool, const int32_t* table, int64_t block_size, int64_t L,
+                                  int64_t R, int64_t P, bf16* keys, bf16* c_kv_t, int64_t L_pad) {
+  dependency_wait();
+  const int64_t s = blockIdx.x;
+  const bool valid = s < L;
+  const int64_t row = valid ? static_cast<int64_t>(table[s / block_size]) * block_size + s % block_size : 0;
+  const bf16 zero = __float2bfloat16_rn(0.0f);
+  for (int64_t c = threadIdx.x; c < R + P; c += blockDim.x) {
+    const bf16 v = !valid ? zero : c < R ? c_kv_pool[row * R + c] : k_pe_pool[row * P + c - R];
+    keys[s * (R + P) + c] = v;
+    if (c < R) c_kv_t[c * L_pad + s] = v;
+  }
+}
+
+// One block per (token, head) row.
+__global__ void mla_prefill_queries_kernel(const bf16* q_latent, const float* q, int64_t q_stride, int64_t q_head_stride,
+                                           int64_t q_pe_offset, const int32_t* positions, const float* cos, const float* sin, int64_t H,
+                                           int64_t R, int64_t P, bf16* out) {
+  dependency_wait();
+  const int64_t t = blockIdx.x / H, h = blockIdx.x % H;
+  bf16* dst = out + static_cast<int64_t>(blockIdx.x) * (R + P);
+  for (int64_t c = threadIdx.x; c < R; c += blockDim.x) dst[c] = q_latent[(t * H + h) * R + c];
+  const float* cs = cos + static_cast<int64_t>(positions[t]) * (P / 2);
+  const float* sn = sin + static_cast<int64_t>(positions[t]) * (P / 2);
+  const float* qp = q + t * q_stride + h * q_head_stride + q_pe_offset;
+  for (int64_t j = threadIdx.x; j < P / 2; j += blockDim.x) {
+    const float a = qp[2 * j], b = qp[2 * j + 1];
+    dst[R + 2 * j] = __float2bfloat16_rn(a * cs[j] - b * sn[j]);
+    dst[R + 2 * j + 1] = __float2bfloat16_rn(b * cs[j] + a * sn[j]);
+  }
+}
+
+// One block per row (t, h): masked, scaled softmax over its keys, as bf16 probabilities.
+__global__ void mla_prefill_softmax_kernel(const float* scores, int64_t H, int64_t L_pad, int64_t first_position, float scale,
+                                           bf16* probs) {
+  dependency_wait();
+  __shared__ float reduce[32];
+  const int64_t r = blockIdx.x, t = r / H;
+  const int64_t visible = first_position + t + 1;
+  const float* row = scores + r * L_pad;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  float m = -INFINITY;
+  for (int64_t s = threadIdx.x; s < visible; s += blockDim.x) m = fmaxf(m, row[s] * scale);
+  m = warp_max(m);
+  if (lane == 0) reduce[warp] = m;
+  __syncthreads();
+  m = lane < warps ? reduce[lane] : -INFINITY;
+  m = warp_max(m);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int64_t s = threadIdx.x; s < visible; s += blockDim.x) sum += expf(row[s] * scale - m);
+  sum = warp_sum(sum);
+  if (lane == 0) reduce[warp] = sum;
+  __syncthreads();
+  sum = lane < warps ? reduce[lane] : 0.0f;
+  sum = warp_sum(sum);
+  const float inv = 1.0f / sum;
+  for (int64_t s = threadIdx.x; s < L_pad; s += blockDim.x)
+    probs[r * L_pad + s] = __float2bfloat16_rn(s < visible ? expf(row[s] * scale - m) * inv : 0.0f);
+}
+
+}  // namespace
+
+void mla_gather_latent(const bf16* c_kv_pool, const bf16* k_pe_pool, const int32_t* block_table, int64_t block_size, int64_t L,
+                       int64_t L_pad, int64_t R, int64_t P, bf16* keys, bf16* c_kv_t, cudaStream_t stream) {
+  launch(mla_gather_kernel, static_cast<unsigned>(L_pad), 256, stream, c_kv_pool, k_pe_pool, block_table, block_size, L, R, P, keys, c_kv_t,
+         L_pad);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void mla_prefill_queries(const bf16* q_latent, const float* q, int64_t q_stride, int64_t q_head_stride, int64_t q_pe_offset,
+                         const int32_t* positions, const float* cos, const float* sin, int64_t n, int64_t H, int64_t R, int64_t P,
+                         bf16* out, cudaStream_t stream) {
+  if (n == 0) return;
+  launch(mla_prefill_queries_kernel, static_cast<unsigned>(n * H), 128, stream, q_latent, q, q_stride, q_head_stride, q_pe_offset, positions,
+         cos, sin, H, R, P, out);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void mla_prefill_softmax(const float* scores, int64_t n, int64_t H, int64_t L_pad, int64_t first_position, float scale, bf16* probs,
+                         cudaStream_t stream) {
+  if (n == 0) return;
+  launch(mla_prefill_softmax_kernel, static_cast<unsigned>(n * H), 256, stream, scores, H, L_pad, first_position, scale, probs);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace seekserve::cuda
