@@ -9,6 +9,7 @@
 
 #include "backend/reference_backend.h"
 #include "cuda/deepseek_kernels.h"
+#include "cuda/fp8_kernels.h"
 #include "cuda/lt_gemm.h"
 #include "cuda_test_support.h"
 #include "test_support.h"
@@ -324,7 +325,7 @@ TEST_F(CudaTest, Fp8QuantizationAndBlockScaledGemmMatchTheCpuOracle) {
     auto d_w = upload(std::vector<uint8_t>(static_cast<const uint8_t*>(w.data), static_cast<const uint8_t*>(w.data) + M * K));
     auto d_ws = upload(w_scales);
     auto d_y = upload(std::vector<bf16>(static_cast<size_t>(rows * M)), 8, to_bf16_host({kSentinel})[0]);
-    gemm.run_fp8(d_w.data(), d_ws.data(), M, K, d_xq.data(), d_xs.data(), rows, d_y.data(), nullptr);
+    gemm.run_fp8(d_w.data(), d_ws.data(), M, K, d_xq.data(), d_xs.data(), rows, d_y.data(), M, nullptr);
     const std::vector<bf16> y = download(d_y, static_cast<size_t>(rows * M) + 8);
     std::vector<float> got;
     for (size_t i = 0; i < want.size(); ++i) got.push_back(bf16_value(y[i]));
@@ -338,7 +339,7 @@ TEST_F(CudaTest, Fp8QuantizationAndBlockScaledGemmMatchTheCpuOracle) {
       for (int variant = 0; variant < 3; ++variant) {
         auto d_xs2 = upload(variant == 1 ? xs : xs_token_major);
         auto d_ws2 = upload(variant == 0 ? w_scales : w_scales_unpadded);
-        gemm.run_fp8(d_w.data(), d_ws2.data(), M, K, d_xq.data(), d_xs2.data(), rows, d_y.data(), nullptr);
+        gemm.run_fp8(d_w.data(), d_ws2.data(), M, K, d_xq.data(), d_xs2.data(), rows, d_y.data(), M, nullptr);
         const std::vector<bf16> y2 = download(d_y, want.size());
         std::vector<float> got2;
         for (const bf16 v : y2) got2.push_back(bf16_value(v));

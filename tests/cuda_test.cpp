@@ -360,23 +360,11 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
 
 // The dense fixtures end to end on the GPU: logits against the transformers float32 goldens at
 // the bf16 tolerance, argmax wherever the reference margin exceeds 0.5.
-class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
+class CudaGoldenTest : public CudaModelTest {
  protected:
   void SetUp() override {
-    if (!device_present()) GTEST_SKIP() << "no CUDA device";
-    dir_ = testing::model_dir(GetParam());
-    if (dir_.empty()) GTEST_SKIP() << GetParam() << " is not available";
-    register_cuda_device();
-    model = load("cuda", ComputeDType::kBF16);
-  }
-  Result<std::unique_ptr<CausalLM>> load(const std::string& device, ComputeDType dtype) {
-    LoadOptions options;
-    options.path = dir_;
-    options.dtype = dtype;
-    options.device = device;
-    auto loaded = load_model(options);
-    EXPECT_TRUE(loaded.ok()) << loaded.status().to_string();
-    return loaded;
+    CudaModelTest::SetUp();
+    if (!IsSkipped()) model = load("cuda", ComputeDType::kBF16);
   }
   // Logits against the goldens at the bf16 tolerance; argmax where the reference margin exceeds 0.5.
   void check_logits(CausalLM& gpu, CausalLM& reference) {
@@ -389,14 +377,7 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
       const int64_t n = static_cast<int64_t>(ids.size());
       auto run = [&](CausalLM& m, testing::RoutingRecord* routing) {
         KvCache cache = m.new_cache();
-        ForwardRequest request;
-        request.tokens = ids;
-        request.logits_from = 0;
-        request.on_routing = routing->observer();
-        std::vector<float> logits;
-        const Status status = m.forward(request, cache, &logits);
-        EXPECT_TRUE(status.ok()) << status.to_string();
-        return logits;
+        return forward_logits(m, cache, ids, routing);
       };
       testing::RoutingRecord routing, ref_routing;
       const std::vector<float> logits = run(gpu, &routing), ref_logits = run(reference, &ref_routing);
@@ -426,7 +407,6 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
     EXPECT_GT(prompts_compared, 0) << "some prompt must keep the reference's routing throughout";
   }
 
-  std::string dir_;
   Result<std::unique_ptr<CausalLM>> model = internal_error("not loaded");
 };
 
@@ -506,12 +486,7 @@ INSTANTIATE_TEST_SUITE_P(Dense, CudaGoldenTest, ::testing::Values("random-qwen2"
 INSTANTIATE_TEST_SUITE_P(Deepseek, CudaGoldenTest,
                          ::testing::Values("tiny-deepseek-v3", "random-deepseek-v3", "random-deepseek-v3-fp8", "random-deepseek-v2-greedy",
                                            "random-deepseek-v2-group"),
-                         [](const ::testing::TestParamInfo<std::string>& param) {
-                           std::string name = param.param;
-                           for (char& c : name)
-                             if (c == '-') c = '_';
-                           return name;
-                         });
+                         fixture_param_name);
 
 }  // namespace
 }  // namespace seekserve::cuda

@@ -7,11 +7,16 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_device.h"
 #include "cuda/kernels.h"
+#include "models/model_loader.h"
+#include "models/causal_lm.h"
+#include "test_support.h"
 
 namespace seekserve::cuda {
 
@@ -73,6 +78,50 @@ inline double rel_error(const std::vector<float>& got, const std::vector<float>&
     ref += want[i] * static_cast<double>(want[i]);
   }
   return std::sqrt(diff / std::max(ref, 1e-30));
+}
+
+// A test over one model fixture (the parameter): skips without a device or the fixture; load()
+// builds it for a device and dtype.
+class CudaModelTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!device_present()) GTEST_SKIP() << "no CUDA device";
+    dir_ = testing::model_dir(GetParam());
+    if (dir_.empty()) GTEST_SKIP() << GetParam() << " is not available";
+    register_cuda_device();
+  }
+  Result<std::unique_ptr<CausalLM>> load(const std::string& device, ComputeDType dtype) {
+    LoadOptions options;
+    options.path = dir_;
+    options.dtype = dtype;
+    options.device = device;
+    auto loaded = load_model(options);
+    EXPECT_TRUE(loaded.ok()) << loaded.status().to_string();
+    return loaded;
+  }
+  std::string dir_;
+};
+
+// A fixture name as a gtest parameter name ('-' is not allowed there).
+inline std::string fixture_param_name(const ::testing::TestParamInfo<std::string>& param) {
+  std::string name = param.param;
+  for (char& c : name)
+    if (c == '-') c = '_';
+  return name;
+}
+
+// The logits of every token of `tokens` run on top of what `cache` holds (the test fails on an
+// error), the step's routing recorded into `routing`.
+inline std::vector<float> forward_logits(CausalLM& model, KvCache& cache, std::span<const int32_t> tokens,
+                                         testing::RoutingRecord* routing) {
+  ForwardRequest request;
+  request.tokens = tokens;
+  request.logits_from = 0;
+  request.on_routing = routing->observer();
+  std::vector<float> logits;
+  const Status status = model.forward(request, cache, &logits);
+  EXPECT_TRUE(status.ok()) << status.to_string();
+  return logits;
 }
 
 }  // namespace seekserve::cuda

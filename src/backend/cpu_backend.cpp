@@ -564,9 +564,9 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t k = 0; k < K; ++k) {
         const float v = x[t * x_stride + k];
-        x_f32_[static_cast<size_t>(t * K + k)] = low_precision && !w.fp8_activations ? round_to_bf16(v) : v;
+        x_f32_[static_cast<size_t>(t * K + k)] = low_precision ? round_to_bf16(v) : v;
       }
-      if (w.fp8_activations) quantize_fp8_groups(x_f32_.data() + t * K, K, w.block_cols);  // W8A8, as the reference
+      if (w.fp8_activations) quantize_fp8_groups(x_f32_.data() + t * K, K, w.block_cols);  // W8A8 from bf16, as the reference
     }
   }
   const bool avx512 = isa_ >= CpuIsa::kAvx512;

@@ -44,10 +44,11 @@ void ReferenceBackend::matmul(const Weight& w, const float* x, int64_t x_stride,
   SS_CHECK(!w.empty(), "matmul with an unbound weight");
   const int64_t cols = w.cols;
   if (w.format == WeightFormat::kI8Row) return matmul_i8(w, x, x_stride, n_tokens, y, y_stride);
-  // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights, or
-  // e4m3 per 128 channels for W8A8 FP8.
+  // Inputs as the weight's precision sees them: bf16-rounded for low-precision weights, then for
+  // W8A8 FP8 quantized to e4m3 per 128 channels — from bf16, as DeepSeek's inference quantizes its
+  // bf16 activations (and the GPU its bf16 buffers).
   xs_.resize(static_cast<size_t>(n_tokens * cols));
-  const bool round = w.format != WeightFormat::kF32 && !w.fp8_activations;
+  const bool round = w.format != WeightFormat::kF32;
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t c = 0; c < cols; ++c) {
       const float v = x[t * x_stride + c];

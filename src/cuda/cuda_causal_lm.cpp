@@ -1,5 +1,6 @@
 #include "cuda/cuda_causal_lm.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -9,8 +10,53 @@
 
 namespace seekserve::cuda {
 
+namespace {
+
+bool is_w8a8(const Weight& w) {
+  return w.format == WeightFormat::kF8Block && w.fp8_activations && w.block_rows == kFp8Group && w.block_cols == kFp8Group;
+}
+
+// Each part's elements as they are; its block scales copied into rows of scale_ld (the GEMM's
+// padded leading dimension), every part starting on a fresh block row.
+Status upload_fp8_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* out) {
+  const int64_t K = out->cols;
+  if (K % kFp8Group != 0)
+    return unimplemented("--device cuda --dtype fp8: input width " + std::to_string(K) + " is not a multiple of 128");
+  out->scale_ld = LtGemm::fp8_weight_scale_ld(K);
+  int64_t block_rows = 0;
+  for (const Weight* w : parts) {
+    out->parts.push_back({out->rows, w->rows, block_rows});
+    out->rows += w->rows;
+    block_rows += (w->rows + kFp8Group - 1) / kFp8Group;
+  }
+  std::vector<float> scales(static_cast<size_t>(block_rows * out->scale_ld), 0.0f);
+  std::vector<int32_t> scale_row(static_cast<size_t>(out->rows));
+  SS_RETURN_IF_ERROR(out->fp8.reserve(static_cast<size_t>(out->rows * K)));
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Weight& w = *parts[i];
+    const DeviceMatrix::Part& part = out->parts[i];
+    SS_CUDA_CHECK(cudaMemcpy(out->fp8.data() + part.row0 * K, w.data, static_cast<size_t>(w.rows * K), cudaMemcpyHostToDevice));
+    const int64_t grid_rows = (w.rows + kFp8Group - 1) / kFp8Group, grid_cols = w.scale_cols();
+    for (int64_t r = 0; r < grid_rows; ++r)
+      for (int64_t c = 0; c < grid_cols; ++c)
+        scales[static_cast<size_t>((part.block_row0 + r) * out->scale_ld + c)] = w.scale_inv[r * grid_cols + c];
+    for (int64_t r = 0; r < w.rows; ++r) scale_row[static_cast<size_t>(part.row0 + r)] = static_cast<int32_t>(part.block_row0 + r / kFp8Group);
+  }
+  SS_RETURN_IF_ERROR(out->scales.reserve(scales.size()));
+  SS_CUDA_CHECK(cudaMemcpy(out->scales.data(), scales.data(), scales.size() * 4, cudaMemcpyHostToDevice));
+  SS_RETURN_IF_ERROR(out->scale_row.reserve(scale_row.size()));
+  SS_CUDA_CHECK(cudaMemcpy(out->scale_row.data(), scale_row.data(), scale_row.size() * 4, cudaMemcpyHostToDevice));
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status upload_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* out) {
   out->cols = parts[0]->cols;
+  if (std::all_of(parts.begin(), parts.end(), [](const Weight* w) { return is_w8a8(*w); })) {
+    out->rows = 0;
+    return upload_fp8_matrix(parts, out);
+  }
   out->rows = 0;
   for (const Weight* w : parts) out->rows += w->rows;
   SS_RETURN_IF_ERROR(out->data.reserve(static_cast<size_t>(out->rows * out->cols)));
@@ -65,9 +111,18 @@ CudaCausalLM::~CudaCausalLM() {
   cudaStreamDestroy(stream_);
 }
 
-Status CudaCausalLM::upload(const std::vector<const Weight*>& parts, DeviceMatrix* out) {
+int64_t CudaCausalLM::device_bytes(const DeviceMatrix& m) {
+  if (!m.is_fp8()) return m.rows * m.cols * static_cast<int64_t>(sizeof(bf16));
+  return m.rows * m.cols + static_cast<int64_t>(m.scales.size() * sizeof(float) + m.scale_row.size() * sizeof(int32_t));
+}
+
+Status CudaCausalLM::upload(const std::vector<const Weight*>& parts, DeviceMatrix* out, bool stacked_experts) {
   SS_RETURN_IF_ERROR(upload_matrix(parts, out));
   uploaded_bytes_ += device_bytes(*out);
+  if (out->is_fp8()) {
+    fp8_max_cols_ = std::max(fp8_max_cols_, out->cols);
+    if (!stacked_experts) fp8_max_linear_rows_ = std::max(fp8_max_linear_rows_, out->rows);
+  }
   return Status::Ok();
 }
 
@@ -107,6 +162,7 @@ Status CudaCausalLM::upload_rope_tables(const RopeFrequencies& rope) {
 }
 
 void CudaCausalLM::linear(const DeviceMatrix& w, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y) {
+  if (w.is_fp8()) return fp8_linear(w, x, n, bias, accumulate, y);
   if (n <= kGemvMaxTokens) return gemv(w.data.data(), w.rows, w.cols, x, n, bias, accumulate, y, w.rows, stream_);
   gemm_.run(w.data.data(), w.rows, w.cols, x, n, accumulate, y, stream_);
   if (bias) add_bias(bias, n, w.rows, y, stream_);
@@ -114,7 +170,7 @@ void CudaCausalLM::linear(const DeviceMatrix& w, const bf16* x, int64_t n, const
 
 void CudaCausalLM::normed_linear(const DeviceMatrix& w, const float* hidden, const int32_t* rows, int64_t n, const float* norm_weight,
                                  float eps, const float* bias, bf16* normed, float* y) {
-  if (fuse_inputs_ && gemv_builds_input(n, w.cols))
+  if (fuse_inputs_ && !w.is_fp8() && gemv_builds_input(n, w.cols))
     return gemv(w.data.data(), w.rows, w.cols, GemvInput::normed(hidden, rows, norm_weight, eps), n, bias, false, y, w.rows, stream_);
   rms_norm(hidden, rows, norm_weight, n, w.cols, eps, normed, stream_);
   linear(w, normed, n, bias, false, y);
@@ -123,6 +179,20 @@ void CudaCausalLM::normed_linear(const DeviceMatrix& w, const float* hidden, con
 void CudaCausalLM::mlp(const DeviceMatrix& gate_up, const DeviceMatrix& down, const float* norm_weight, float eps, float* hidden,
                        int64_t n, const MlpScratch& s) {
   const int64_t I = down.cols;
+  if (gate_up.is_fp8()) {
+    rms_norm(hidden, nullptr, norm_weight, n, gate_up.cols, eps, s.normed, stream_);
+    if (n > kGemvMaxTokens && fp8_gemm_available(gate_up, n)) {
+      silu_mul(fp8_gemm(gate_up, s.normed, n), n, I, s.act, stream_);
+    } else {  // the GEMV, 8 tokens at a time (gate_up_f32 holds 8 rows)
+      for (int64_t t0 = 0; t0 < n; t0 += kGemvMaxTokens) {
+        const int64_t m = std::min(kGemvMaxTokens, n - t0);
+        fp8_linear(gate_up, s.normed + t0 * gate_up.cols, m, nullptr, false, s.gate_up_f32);
+        silu_mul(s.gate_up_f32, m, I, s.act + t0 * I, stream_);
+      }
+    }
+    linear(down, s.act, n, nullptr, true, hidden);
+    return;
+  }
   if (fuse_inputs_ && gemv_builds_input(n, gate_up.cols)) {
     gemv_swiglu(gate_up.data.data(), I, gate_up.cols, GemvInput::normed(hidden, nullptr, norm_weight, eps), n, s.act, stream_);
   } else if (n <= kGemvMaxTokens) {
@@ -134,6 +204,56 @@ void CudaCausalLM::mlp(const DeviceMatrix& gate_up, const DeviceMatrix& down, co
     silu_mul(s.gate_up_bf16, n, I, s.act, stream_);
   }
   linear(down, s.act, n, nullptr, true, hidden);
+}
+
+Fp8Activations CudaCausalLM::quantize_activations(const bf16* x, int64_t n, int64_t K, int64_t ld) {
+  quantize_fp8_rows(x, n, K, fp8_xq_.data(), fp8_xs_.data(), ld, stream_);
+  return {fp8_xq_.data(), fp8_xs_.data(), ld};
+}
+
+void CudaCausalLM::fp8_linear(const DeviceMatrix& w, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y) {
+  if (n > kGemvMaxTokens && fp8_gemm_available(w, n)) {
+    add_bf16_rows(fp8_gemm(w, x, n), n, w.rows, bias, accumulate, y, stream_);
+    return;
+  }
+  const Fp8Activations a = quantize_activations(x, n, w.cols, n);
+  for (int64_t t0 = 0; t0 < n; t0 += kGemvMaxTokens) {  // scales of token t0 + t sit at column t0 + t
+    const Fp8Activations chunk{a.xq + t0 * w.cols, a.scales + t0, a.ld};
+    fp8_gemv(w.fp8_weight(), w.rows, w.cols, chunk, std::min(kGemvMaxTokens, n - t0), bias, accumulate, y + t0 * w.rows, w.rows, stream_);
+  }
+}
+
+bool CudaCausalLM::fp8_gemm_available(const DeviceMatrix& w, int64_t n) {
+  const int64_t rows = LtGemm::fp8_rows(n);
+  return std::all_of(w.parts.begin(), w.parts.end(), [&](const DeviceMatrix::Part& p) {  // 16-byte aligned output slices
+    return p.row0 % 8 == 0 && gemm_.fp8_available(p.rows, w.cols, rows, w.rows);
+  });
+}
+
+const bf16* CudaCausalLM::fp8_gemm(const DeviceMatrix& w, const bf16* x, int64_t n) {
+  const int64_t rows = LtGemm::fp8_rows(n);
+  const Fp8Activations a = quantize_activations(x, n, w.cols, rows);
+  for (const DeviceMatrix::Part& p : w.parts)  // part p writes output columns [row0, row0 + rows)
+    gemm_.run_fp8(w.fp8.data() + p.row0 * w.cols, w.scales.data() + p.block_row0 * w.scale_ld, p.rows, w.cols, a.xq, a.scales, rows,
+                  fp8_out_.data() + p.row0, w.rows, stream_);
+  return fp8_out_.data();
+}
+
+Status CudaCausalLM::ensure_fp8_scratch(const StepShape& shape) {
+  if (fp8_max_cols_ == 0) return Status::Ok();
+  const int64_t rows = LtGemm::fp8_rows(std::max(shape.n, fp8_activation_rows(shape)));
+  if (rows > fp8_scratch_rows_) {
+    SS_RETURN_IF_ERROR(fp8_xq_.reserve(static_cast<size_t>(rows * fp8_max_cols_)));
+    SS_RETURN_IF_ERROR(fp8_xs_.reserve(static_cast<size_t>(rows * (fp8_max_cols_ / kFp8Group))));
+    fp8_scratch_rows_ = rows;
+    drop_graphs();
+  }
+  if (shape.n > kGemvMaxTokens && shape.n > fp8_out_tokens_) {
+    SS_RETURN_IF_ERROR(fp8_out_.reserve(static_cast<size_t>(LtGemm::fp8_rows(shape.n) * fp8_max_linear_rows_)));
+    fp8_out_tokens_ = shape.n;
+    drop_graphs();
+  }
+  return Status::Ok();
 }
 
 Status CudaCausalLM::ensure_outputs(int64_t n, int64_t n_logits) {
@@ -230,6 +350,7 @@ Status CudaCausalLM::forward_batch(const ForwardBatch& batch, KvPool& pool, std:
   for (const auto& seg : ctx.segments)
     segments_.push_back({seg.begin, seg.n, ctx.positions[static_cast<size_t>(seg.begin)]});
   SS_RETURN_IF_ERROR(ensure_outputs(shape.n, shape.n_logits));
+  SS_RETURN_IF_ERROR(ensure_fp8_scratch(shape));
   SS_RETURN_IF_ERROR(ensure_cache_rows(pool.n_blocks() * pool.block_size()));
   SS_RETURN_IF_ERROR(prepare_step(shape));
 

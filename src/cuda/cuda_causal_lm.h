@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cuda/cuda_check.h"
+#include "cuda/fp8_kernels.h"
 #include "cuda/kernels.h"
 #include "cuda/lt_gemm.h"
 #include "model/rope.h"
@@ -21,14 +22,28 @@
 
 namespace seekserve::cuda {
 
-// A bf16 matrix on the device: [rows, cols] row-major.
+// A matrix on the device, [rows, cols] row-major: bf16 (`data`), or under --dtype fp8 e4m3 with
+// 128 x 128 block scales (fp8_kernels.h), each uploaded part keeping its checkpoint's blocks.
 struct DeviceMatrix {
   DeviceBuffer<bf16> data;
   int64_t rows = 0, cols = 0;
+  // FP8 form: elements [rows, cols], scales [block rows, scale_ld], scale_row [rows].
+  DeviceBuffer<uint8_t> fp8;
+  DeviceBuffer<float> scales;
+  DeviceBuffer<int32_t> scale_row;
+  int64_t scale_ld = 0;
+  struct Part {  // rows [row0, row0 + rows) use scale rows from block_row0 on (a GEMM each)
+    int64_t row0 = 0, rows = 0, block_row0 = 0;
+  };
+  std::vector<Part> parts;
+
+  bool is_fp8() const { return scale_ld > 0; }
+  Fp8Weight fp8_weight() const { return {fp8.data(), scales.data(), scale_row.data(), scale_ld}; }
 };
 
-// Uploads the row-wise concatenation of `parts` (same cols) as one bf16 matrix (float32 and FP8
-// weights are converted on the host, rounding to nearest even).
+// Uploads the row-wise concatenation of `parts` (same cols) as one matrix: FP8 when every part
+// is a W8A8 FP8 weight (--dtype fp8, fp8_activations), else bf16 (float32 and FP8 weights
+// converted on the host, rounding to nearest even).
 Status upload_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* out);
 // Uploads the concatenation of `parts` (nothing when all are empty).
 Status upload_floats(const std::vector<const std::vector<float>*>& parts, DeviceBuffer<float>* out);
@@ -89,9 +104,14 @@ class CudaCausalLM : public CausalLM {
   // upload_matrix / upload_floats for the model's weights, adding what they hold on the device
   // to uploaded_bytes_ (the bytes a forward pass may read: the bench's byte counts come from
   // them, not from the checkpoint's format, which may be FP8 while the device holds bf16).
-  Status upload(const std::vector<const Weight*>& parts, DeviceMatrix* out);
+  // stacked_experts: read by the grouped expert kernels only, never through linear().
+  Status upload(const std::vector<const Weight*>& parts, DeviceMatrix* out, bool stacked_experts = false);
   Status upload(const std::vector<const std::vector<float>*>& parts, DeviceBuffer<float>* out);
-  static int64_t device_bytes(const DeviceMatrix& m) { return m.rows * m.cols * static_cast<int64_t>(sizeof(bf16)); }
+  static int64_t device_bytes(const DeviceMatrix& m);
+  // Rows of quantized activations a step needs (FP8 models): the tokens, or more (MoE pairs).
+  virtual int64_t fp8_activation_rows(const StepShape& shape) const { return shape.n; }
+  // Quantizes x [n, K] into the step's FP8 activation scratch (scale rows ld >= n).
+  Fp8Activations quantize_activations(const bf16* x, int64_t n, int64_t K, int64_t ld);
 
   // Binds model.embed_tokens, model.norm and lm_head (or the tied embedding) and uploads them.
   Status bind_embeddings(WeightBinder& binder, bool tie_word_embeddings, float norm_eps);
@@ -99,7 +119,8 @@ class CudaCausalLM : public CausalLM {
   // once at load, so a step sends no tables and computes none.
   Status upload_rope_tables(const RopeFrequencies& rope);
 
-  // y (+)= x w^T (+ bias): the GEMV kernel for a few tokens, cuBLASLt beyond.
+  // y (+)= x w^T (+ bias): the GEMV kernel for a few tokens, cuBLASLt beyond (FP8 matrices:
+  // activations quantized per token per 128 channels first, W8A8).
   void linear(const DeviceMatrix& w, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y);
   // y = rms_norm(hidden[rows]) w^T (+ bias) for n rows: the norm built inside the GEMV's prologue
   // when it fits there (decode), else by its own kernel into `normed`.
@@ -137,6 +158,12 @@ class CudaCausalLM : public CausalLM {
 
  private:
   Status ensure_outputs(int64_t n, int64_t n_logits);
+  Status ensure_fp8_scratch(const StepShape& shape);
+  void fp8_linear(const DeviceMatrix& w, const bf16* x, int64_t n, const float* bias, bool accumulate, float* y);
+  // FP8 tensor-core GEMM of n > kGemvMaxTokens rows into fp8_out_ (bf16 [fp8_rows(n), w.rows]);
+  // false when cuBLASLt has no block-scaled algorithm for a part (then the GEMV runs in chunks).
+  bool fp8_gemm_available(const DeviceMatrix& w, int64_t n);
+  const bf16* fp8_gemm(const DeviceMatrix& w, const bf16* x, int64_t n);
   // Grows every layer's cache to `rows`, keeping what the old rows hold (the pool's block
   // numbers stay valid).
   Status ensure_cache_rows(int64_t rows);
@@ -145,6 +172,14 @@ class CudaCausalLM : public CausalLM {
   // Runs enqueue_forward through a CUDA graph captured once per shape (decode steps), so a step
   // costs one launch instead of hundreds.
   void launch_graph(const StepShape& shape);
+
+  // FP8 (W8A8) scratch: the widest FP8 input and the most rows any FP8 linear() writes (upload),
+  // quantized activations, and the FP8 GEMM's bf16 output.
+  int64_t fp8_max_cols_ = 0, fp8_max_linear_rows_ = 0;
+  int64_t fp8_scratch_rows_ = 0, fp8_out_tokens_ = 0;
+  DeviceBuffer<uint8_t> fp8_xq_;
+  DeviceBuffer<float> fp8_xs_;
+  DeviceBuffer<bf16> fp8_out_;
 
   std::vector<DeviceBuffer<bf16>> cache_a_, cache_b_;
   int64_t cache_rows_ = 0;

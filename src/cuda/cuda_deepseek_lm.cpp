@@ -62,7 +62,11 @@ class CudaDeepseekLM final : public CudaCausalLM {
   // MoE layers of at least moe_gemm_min_tokens_ tokens (prefill, large batches) run their experts
   // as cuBLASLt GEMMs over rows gathered by expert; that needs the expert counts on the host (a
   // synchronization per layer), so such steps are not captured in graphs.
-  bool moe_uses_gemms(int64_t n) const { return n_moe_layers_ > 0 && n >= moe_gemm_min_tokens_; }
+  // FP8 experts (--dtype fp8) always run the grouped GEMV (not yet as block-scaled GEMMs).
+  bool moe_uses_gemms(int64_t n) const { return n_moe_layers_ > 0 && !fp8_experts_ && n >= moe_gemm_min_tokens_; }
+  int64_t fp8_activation_rows(const StepShape& shape) const override {
+    return n_moe_layers_ > 0 ? shape.n * config_.moe.top_k : shape.n;  // the experts' down inputs: a row a pair
+  }
   Status prepare_step(const StepShape& shape) override;
   void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) override;
   void queue_routing_copy(const StepShape& shape) override;
@@ -89,6 +93,7 @@ class CudaDeepseekLM final : public CudaCausalLM {
   std::vector<Layer> layers_;
   int64_t n_moe_layers_ = 0;
   int64_t mlp_width_ = 0;  // widest dense MLP (dense layers, shared experts)
+  bool fp8_experts_ = false;  // routed experts held as FP8 (W8A8)
 
 
   // Activations, grow-only.
@@ -116,8 +121,8 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
   const DeepseekConfig& c = config_;
   const MlaConfig& m = c.mla;
   const MoeConfig& e = c.moe;
-  if (binder.options().dtype != ComputeDType::kBF16)
-    return unimplemented("--device cuda computes DeepSeek models in bf16: pass --dtype bf16 (FP8 checkpoints are converted at load)");
+  if (binder.options().dtype != ComputeDType::kBF16 && binder.options().dtype != ComputeDType::kFP8)
+    return unimplemented("--device cuda computes DeepSeek models in bf16 or fp8 (W8A8): pass --dtype bf16 or --dtype fp8");
   if (!mla_attention_supported(m.kv_lora_rank, m.qk_rope_head_dim) || m.qk_nope_head_dim % 2 != 0)
     return unimplemented("--device cuda: MLA with kv_lora_rank " + std::to_string(m.kv_lora_rank) + " and rope dim " +
                          std::to_string(m.qk_rope_head_dim) + " is not built (kv_lora_rank <= 512, even dims)");
@@ -167,8 +172,9 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
       gate_up.push_back(&expert.up);
       down.push_back(&expert.down);
     }
-    SS_RETURN_IF_ERROR(upload(gate_up, &layer.experts_gate_up));
-    SS_RETURN_IF_ERROR(upload(down, &layer.experts_down));
+    SS_RETURN_IF_ERROR(upload(gate_up, &layer.experts_gate_up, /*stacked_experts=*/true));
+    SS_RETURN_IF_ERROR(upload(down, &layer.experts_down, /*stacked_experts=*/true));
+    fp8_experts_ = layer.experts_gate_up.is_fp8() && layer.experts_down.is_fp8();
     info_.expert_bytes += device_bytes(layer.experts_gate_up) + device_bytes(layer.experts_down);
     if (e.n_shared_experts > 0) {
       SS_RETURN_IF_ERROR(upload({&moe.shared.gate, &moe.shared.up}, &layer.shared_gate_up));
@@ -176,7 +182,7 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
       mlp_width_ = std::max(mlp_width_, moe.shared.down.cols);
     }
   }
-  info_.weight_bytes = uploaded_bytes_;  // as held on the device (bf16), whatever the checkpoint format
+  info_.weight_bytes = uploaded_bytes_;  // as held on the device (bf16, or FP8 + scales), whatever the checkpoint format
   info_.n_routed_experts = E;
   info_.n_moe_layers = n_moe_layers_;
   // q.k over the latent and rotary parts, p.v over the latent, per head and layer.
@@ -382,6 +388,12 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
   moe_group(route.ids, pairs, E, groups, stream_);
   if (gemms) {
     expert_gemms(layer, groups, route.ids, n);
+  } else if (fp8_experts_) {  // W8A8: the tokens quantized for gate|up, then each pair's SwiGLU row for down
+    const int64_t max_active = std::min(E, pairs), I = e.moe_intermediate_size;
+    moe_fp8_gemv_swiglu(layer.experts_gate_up.fp8_weight(), I, D, quantize_activations(normed_.data(), n, D, n), K, groups, max_active,
+                        expert_act_.data(), stream_);
+    moe_fp8_gemv_down(layer.experts_down.fp8_weight(), D, I, quantize_activations(expert_act_.data(), pairs, I, pairs), groups,
+                      max_active, expert_out_.data(), stream_);
   } else {
     const int64_t max_active = std::min(E, pairs);
     const MoeKernel kernel = choose_moe_kernel(pairs, max_active);

@@ -84,7 +84,7 @@ DeviceCeilings measure_device_ceilings() {
       SS_CUDA_CHECK(cudaMemcpy(ws.data(), scales.data(), scales.size() * 4, cudaMemcpyHostToDevice));
       std::vector<float> x_scales(static_cast<size_t>(n * (n / 128)), 1.0f);
       SS_CUDA_CHECK(cudaMemcpy(xs.data(), x_scales.data(), x_scales.size() * 4, cudaMemcpyHostToDevice));
-      const double ms = median_ms(10, stream, [&] { fp8.run_fp8(wq.data(), ws.data(), n, n, xq.data(), xs.data(), n, out.data(), stream); });
+      const double ms = median_ms(10, stream, [&] { fp8.run_fp8(wq.data(), ws.data(), n, n, xq.data(), xs.data(), n, out.data(), n, stream); });
       c.fp8_tflops = 2.0 * static_cast<double>(n * n * n) / (ms * 1e-3) / 1e12;
     }
   }

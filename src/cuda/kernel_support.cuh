@@ -93,6 +93,25 @@ __device__ __forceinline__ float rms_inverse(float sum_sq, int64_t dim, float ep
 __device__ __forceinline__ float rms_scaled(float weight, float v, float inv_rms) { return weight * (v * inv_rms); }
 __device__ __forceinline__ float silu_times(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
 
+// The end of a grouped expert GEMV (moe.cu, fp8.cu): each of the group's `count` pairs gets its
+// warp-reduced dot products for one expert row, stored by lane 0 as the SwiGLU activation
+// (bf16, act [pairs, M]) or the down projection's output (float32, out [pairs, M]).
+template <bool kSwiGLU, int kOuts, int kTokens>
+__device__ __forceinline__ void store_expert_row(float (&acc)[kOuts][kTokens], const int (&pair)[kTokens], int count, int64_t M,
+                                                 int64_t row, bf16* act, float* out) {
+#pragma unroll
+  for (int tt = 0; tt < kTokens; ++tt) {
+    if (tt >= count) break;
+    float v[kOuts];
+#pragma unroll
+    for (int o = 0; o < kOuts; ++o) v[o] = warp_sum(acc[o][tt]);
+    if (threadIdx.x % 32 == 0) {
+      if constexpr (kSwiGLU) act[static_cast<int64_t>(pair[tt]) * M + row] = __float2bfloat16_rn(silu_times(v[0], v[1]));
+      else out[static_cast<int64_t>(pair[tt]) * M + row] = v[0];
+    }
+  }
+}
+
 // D (+)= A B on tensor cores, m16n8k16, bf16 in, float32 accumulate. Fragments (lane = 4 g + c):
 // a[0] = A[g][2c..2c+1], a[1] = A[g+8][2c..], a[2] = A[g][2c+8..], a[3] = A[g+8][2c+8..];
 // b0 = B[2c..2c+1][g], b1 = B[2c+8..][g]; acc[0..1] = D[g][2c..2c+1], acc[2..3] = D[g+8][2c..].

@@ -137,14 +137,6 @@ void attention_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n
 void silu_mul(const float* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream);
 void silu_mul(const bf16* gate_up, int64_t n, int64_t I, bf16* out, cudaStream_t stream);
 
-// W8A8 FP8 activations (LtGemm::run_fp8): xq[t][k] = e4m3(x[t][k] / s), scales[g][t] = s =
-// amax(group g of row t) / 448 (1 for an all-zero group), groups of kFp8Group channels: bit for
-// bit the CPU reference's quantize_fp8_groups. The scales are [K / kFp8Group, scale_ld] with the
-// token index contiguous (scale_ld >= n): cuBLASLt's layout for 128-element vector scales of the
-// GEMM's token operand. K a multiple of kFp8Group.
-constexpr int64_t kFp8Group = 128;
-void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld, cudaStream_t stream);
-
 // keys[r] encodes the argmax of logits row r (width vocab): ties to the lowest id, NaN never
 // wins; argmax_key_index(keys[r]) is the id (0 when the row is all NaN).
 void argmax_rows(const float* logits, int64_t rows, int64_t vocab, uint64_t* keys, cudaStream_t stream);

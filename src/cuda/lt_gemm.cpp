@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cuda/fp8_kernels.h"
+
 namespace seekserve::cuda {
 
 namespace {
@@ -45,8 +47,9 @@ LtGemm::~LtGemm() {
 // B = x stored as [K, n] and C = y stored as [M, n] — exactly the row-major arrays we hold. FP8
 // scales in that view: A's 128 x 128 blocks K-block-major with the leading dimension rounded up
 // to 4 blocks, B's 128-element vectors token-major ([K/128, n]).
-LtGemm::Plan& LtGemm::plan(int64_t M, int64_t K, int64_t n, Operands operands) {
-  const auto key = std::make_tuple(M, K, n, operands);
+LtGemm::Plan& LtGemm::plan(int64_t M, int64_t K, int64_t n, Operands operands, int64_t ldc) {
+  if (ldc == 0) ldc = M;
+  const auto key = std::make_tuple(M, K, n, operands, ldc);
   if (auto it = plans_.find(key); it != plans_.end()) return it->second;
   const bool fp8 = operands == Operands::kFp8BlockScaled;
   const cudaDataType_t in_type = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
@@ -64,7 +67,7 @@ LtGemm::Plan& LtGemm::plan(int64_t M, int64_t K, int64_t n, Operands operands) {
   }
   check_lt(cublasLtMatrixLayoutCreate(&p.a, in_type, static_cast<uint64_t>(K), static_cast<uint64_t>(M), K), "layout A");
   check_lt(cublasLtMatrixLayoutCreate(&p.b, in_type, static_cast<uint64_t>(K), static_cast<uint64_t>(n), K), "layout B");
-  check_lt(cublasLtMatrixLayoutCreate(&p.c, out_type, static_cast<uint64_t>(M), static_cast<uint64_t>(n), M), "layout C");
+  check_lt(cublasLtMatrixLayoutCreate(&p.c, out_type, static_cast<uint64_t>(M), static_cast<uint64_t>(n), ldc), "layout C");
   cublasLtMatmulPreference_t pref;
   check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
   const size_t workspace = kWorkspaceBytes;
@@ -90,18 +93,20 @@ void LtGemm::run(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, 
   matmul(plan(M, K, n, Operands::kBf16Bf16Out), w, x, false, y, stream);
 }
 
-bool LtGemm::fp8_available(int64_t M, int64_t K, int64_t n) {
-  return K % kFp8Group == 0 && M % 16 == 0 && n > 0 && n % 4 == 0 && plan(M, K, n, Operands::kFp8BlockScaled).found;
+bool LtGemm::fp8_available(int64_t M, int64_t K, int64_t n, int64_t y_stride) {
+  if (y_stride == 0) y_stride = M;
+  return K % kFp8Group == 0 && M % 16 == 0 && n > 0 && n % 4 == 0 && y_stride % 8 == 0 &&
+         plan(M, K, n, Operands::kFp8BlockScaled, y_stride).found;
 }
 
 void LtGemm::run_fp8(const uint8_t* w, const float* w_scales, int64_t M, int64_t K, const uint8_t* xq, const float* x_scales, int64_t n,
-                     bf16* y, cudaStream_t stream) {
+                     bf16* y, int64_t y_stride, cudaStream_t stream) {
   if (n == 0 || M == 0) return;
   if (n % 4 != 0) {
     std::fprintf(stderr, "run_fp8: the token count must be a multiple of 4 (LtGemm::fp8_rows)\n");
     std::abort();
   }
-  Plan& p = plan(M, K, n, Operands::kFp8BlockScaled);
+  Plan& p = plan(M, K, n, Operands::kFp8BlockScaled, y_stride);
   set(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(w_scales), "A scale pointer");
   set(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(x_scales), "B scale pointer");
   matmul(p, w, xq, false, y, stream);

@@ -34,12 +34,13 @@ class LtGemm {
   void run(const bf16* w, int64_t M, int64_t K, const bf16* x, int64_t n, bf16* y, cudaStream_t stream);
 
   // FP8: false when cuBLASLt has no block-scaled algorithm here (not Hopper, an old cuBLAS) or
-  // the shape does not fit it (K a multiple of 128, M of 16, n of 4).
-  bool fp8_available(int64_t M, int64_t K, int64_t n);
+  // the shape does not fit it (K a multiple of 128, M of 16, n of 4, y_stride of 8; 0: M).
+  bool fp8_available(int64_t M, int64_t K, int64_t n, int64_t y_stride = 0);
   static int64_t fp8_rows(int64_t n) { return (n + 3) / 4 * 4; }
   static int64_t fp8_weight_scale_ld(int64_t K) { return (K / 128 + 3) / 4 * 4; }
+  // y: [n, y_stride] bf16 (y_stride >= M: a column slice of a wider output).
   void run_fp8(const uint8_t* w, const float* w_scales, int64_t M, int64_t K, const uint8_t* xq, const float* x_scales, int64_t n, bf16* y,
-               cudaStream_t stream);
+               int64_t y_stride, cudaStream_t stream);
 
  private:
   enum class Operands { kBf16FloatOut, kBf16Bf16Out, kFp8BlockScaled };
@@ -49,12 +50,12 @@ class LtGemm {
     cublasLtMatmulAlgo_t algo{};
     bool found = false;
   };
-  Plan& plan(int64_t M, int64_t K, int64_t n, Operands operands);
+  Plan& plan(int64_t M, int64_t K, int64_t n, Operands operands, int64_t ldc = 0);  // ldc 0: M
   void matmul(const Plan& p, const void* w, const void* x, bool accumulate, void* y, cudaStream_t stream);
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer<uint8_t> workspace_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, Operands>, Plan> plans_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, Operands, int64_t>, Plan> plans_;
 };
 
 }  // namespace seekserve::cuda

@@ -247,17 +247,7 @@ __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M,
             for (int j = 0; j < 8; ++j) acc[o][tt] = fmaf(wf[o][j], xf[j], acc[o][tt]);
         }
       }
-#pragma unroll
-      for (int tt = 0; tt < kExpertTokens; ++tt) {
-        if (tt >= count) break;
-        float v[kOuts];
-#pragma unroll
-        for (int o = 0; o < kOuts; ++o) v[o] = warp_sum(acc[o][tt]);
-        if (lane == 0) {
-          if constexpr (kSwiGLU) act[static_cast<int64_t>(pair[tt]) * M + row] = __float2bfloat16_rn(silu_times(v[0], v[1]));
-          else out[static_cast<int64_t>(pair[tt]) * M + row] = v[0];
-        }
-      }
+      store_expert_row<kSwiGLU>(acc, pair, count, M, row, act, out);
     }
   }
 }

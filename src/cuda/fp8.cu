@@ -1,0 +1,222 @@
+// W8A8 FP8 kernels (declared in fp8_kernels.h): activation quantization, the decode GEMV, the
+// grouped expert GEMVs, and adding a bf16 GEMM output into the residual stream.
+#include <cuda_fp8.h>
+
+#include "cuda/fp8_kernels.h"
+#include "cuda/kernel_support.cuh"
+
+namespace seekserve::cuda {
+
+using namespace detail;
+
+namespace {
+
+// One warp per (row, group of 128): 4 values a lane, the group's amax by a warp reduction.
+// Padding rows (t >= n) become zeros with scale 1.
+__global__ void quantize_fp8_kernel(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld) {
+  dependency_wait();
+  const int64_t groups = K / kFp8Group;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (item >= scale_ld * groups) return;
+  const int lane = threadIdx.x % 32;
+  const int64_t t = item / groups, g = item % groups;
+  float v[4] = {};
+  float amax = 0.0f;
+  if (t < n) {
+    const bf16* src = x + t * K + g * kFp8Group + 4 * lane;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[i] = __bfloat162float(src[i]);
+      amax = fmaxf(amax, fabsf(v[i]));
+    }
+  }
+  amax = warp_max(amax);
+  const float scale = amax == 0.0f ? 1.0f : amax / 448.0f;  // the reference leaves all-zero groups at 0
+  uint8_t* dst = xq + t * K + g * kFp8Group + 4 * lane;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) dst[i] = __nv_cvt_float_to_fp8(v[i] / scale, __NV_SATFINITE, __NV_E4M3);
+  if (lane == 0) scales[g * scale_ld + t] = scale;
+}
+
+// 16 e4m3 values (one uint4) to float, two at a time through the hardware's e4m3x2 -> f16x2.
+__device__ __forceinline__ void fp8x16_to_float(const uint4& v, float* out) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const auto pair = static_cast<__nv_fp8x2_storage_t>(words[i] >> (16 * h));
+      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+      out[4 * i + 2 * h] = f.x;
+      out[4 * i + 2 * h + 1] = f.y;
+    }
+  }
+}
+
+// sum_j a[j] * b[j] over 16 values.
+__device__ __forceinline__ float dot16(const float* a, const float* b) {
+  float d = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) d = fmaf(a[j], b[j], d);
+  return d;
+}
+
+// One warp a row (8 rows a block): lane l reads bytes [16 l, 16 l + 16) of each 512-byte chunk,
+// which lie in one 128-channel group, so each 16-product partial sum takes that group's two
+// scales. Tokens' rows are tiny and stay in L1.
+constexpr int kFp8GemvWarps = 8;
+
+template <int kTokens>
+__global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_gemv_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x, int n,
+                                                                      const float* bias, bool accumulate, float* y, int64_t y_stride) {
+  dependency_wait();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kFp8GemvWarps + warp;
+  if (row >= M) return;
+  const uint8_t* wr = w.w + row * K;
+  const float* ws = w.scales + static_cast<int64_t>(w.scale_row[row]) * w.scale_ld;
+  float acc[kTokens] = {};
+#pragma unroll 2
+  for (int64_t k = 16 * lane; k < K; k += 512) {
+    float wf[16];
+    fp8x16_to_float(__ldcs(reinterpret_cast<const uint4*>(wr + k)), wf);
+    const int64_t g = k / kFp8Group;
+    const float w_scale = ws[g];
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      if (t >= n) break;
+      float xf[16];
+      fp8x16_to_float(*reinterpret_cast<const uint4*>(x.xq + t * K + k), xf);
+      acc[t] = fmaf(dot16(wf, xf), w_scale * x.scales[g * x.ld + t], acc[t]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    if (t >= n) break;
+    const float v = warp_sum(acc[t]) + (bias ? bias[row] : 0.0f);
+    if (lane == 0) {
+      float* out = y + t * y_stride + row;
+      *out = accumulate ? *out + v : v;
+    }
+  }
+}
+
+__global__ void add_bf16_rows_kernel(const bf16* src, int64_t n, int64_t M, const float* bias, bool accumulate, float* y) {
+  dependency_wait();
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * M) return;
+  const float v = __bfloat162float(src[i]) + (bias ? bias[i % M] : 0.0f);
+  y[i] = accumulate ? y[i] + v : v;
+}
+
+// The grouped expert GEMV over FP8 experts: grid (row groups of 8, active experts), warp w takes
+// row blockIdx.x * 8 + w of the expert (with kSwiGLU its gate and up rows side by side) and the
+// expert's pairs 8 at a time, as moe_gemv_kernel does for bf16.
+constexpr int kFp8ExpertTokens = 8;
+
+template <bool kSwiGLU>
+__global__ void __launch_bounds__(kFp8GemvWarps * 32) moe_fp8_gemv_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x,
+                                                                          int64_t x_per_pair_div, MoeGroups g, bf16* act, float* out) {
+  dependency_wait();
+  if (static_cast<int>(blockIdx.y) >= *g.n_active) return;
+  constexpr int kOuts = kSwiGLU ? 2 : 1;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t e = g.active[blockIdx.y];
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kFp8GemvWarps + warp;
+  if (row >= M) return;
+  const uint8_t* wr[kOuts];
+  const float* ws[kOuts];
+#pragma unroll
+  for (int o = 0; o < kOuts; ++o) {
+    const int64_t r = (e * kOuts + o) * M + row;
+    wr[o] = w.w + r * K;
+    ws[o] = w.scales + static_cast<int64_t>(w.scale_row[r]) * w.scale_ld;
+  }
+  const int begin = g.offsets[e], end = g.offsets[e + 1];
+  const int div = static_cast<int>(x_per_pair_div);
+  for (int chunk = begin; chunk < end; chunk += kFp8ExpertTokens) {
+    const int count = min(kFp8ExpertTokens, end - chunk);
+    int pair[kFp8ExpertTokens], xrow[kFp8ExpertTokens];
+#pragma unroll
+    for (int tt = 0; tt < kFp8ExpertTokens; ++tt) {
+      pair[tt] = tt < count ? g.sorted[chunk + tt] : 0;
+      xrow[tt] = pair[tt] / div;
+    }
+    float acc[kOuts][kFp8ExpertTokens] = {};
+    for (int64_t k = 16 * lane; k < K; k += 512) {
+      const int64_t grp = k / kFp8Group;
+      float wf[kOuts][16], w_scale[kOuts];
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) {
+        fp8x16_to_float(__ldcs(reinterpret_cast<const uint4*>(wr[o] + k)), wf[o]);
+        w_scale[o] = ws[o][grp];
+      }
+#pragma unroll
+      for (int tt = 0; tt < kFp8ExpertTokens; ++tt) {
+        if (tt >= count) break;
+        float xf[16];
+        fp8x16_to_float(*reinterpret_cast<const uint4*>(x.xq + static_cast<int64_t>(xrow[tt]) * K + k), xf);
+        const float x_scale = x.scales[grp * x.ld + xrow[tt]];
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o) acc[o][tt] = fmaf(dot16(wf[o], xf), w_scale[o] * x_scale, acc[o][tt]);
+      }
+    }
+    store_expert_row<kSwiGLU>(acc, pair, count, M, row, act, out);
+  }
+}
+
+void check_fp8_width(int64_t K, const char* what) {
+  if (K % kFp8Group != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
+}
+
+}  // namespace
+
+void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld, cudaStream_t stream) {
+  if (scale_ld == 0) return;
+  check_fp8_width(K, "quantize_fp8_rows: K must be a multiple of 128");
+  if (scale_ld < n) fail("quantize_fp8_rows: scale_ld < n", cudaErrorInvalidValue, __FILE__, __LINE__);
+  const int64_t items = scale_ld * (K / kFp8Group);
+  launch(quantize_fp8_kernel, blocks_for(items * 32, 256), 256, stream, x, n, K, xq, scales, scale_ld);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate, float* y,
+              int64_t y_stride, cudaStream_t stream) {
+  if (n == 0 || M == 0) return;
+  check_fp8_width(K, "fp8_gemv: K must be a multiple of 128");
+  if (n > 8) fail("fp8_gemv: at most 8 tokens", cudaErrorInvalidValue, __FILE__, __LINE__);
+  const unsigned grid = blocks_for(M, kFp8GemvWarps);
+  const int tokens = static_cast<int>(n);
+  if (n == 1) launch(fp8_gemv_kernel<1>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  else if (n <= 4) launch(fp8_gemv_kernel<4>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  else launch(fp8_gemv_kernel<8>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void add_bf16_rows(const bf16* src, int64_t n, int64_t M, const float* bias, bool accumulate, float* y, cudaStream_t stream) {
+  if (n * M == 0) return;
+  launch(add_bf16_rows_kernel, blocks_for(n * M, 256), 256, stream, src, n, M, bias, accumulate, y);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_fp8_gemv_swiglu(const Fp8Weight& w_gate_up, int64_t I, int64_t K, const Fp8Activations& x, int64_t top_k, const MoeGroups& groups,
+                         int64_t max_active, bf16* act, cudaStream_t stream) {
+  if (max_active == 0) return;
+  check_fp8_width(K, "moe_fp8_gemv_swiglu: hidden size must be a multiple of 128");
+  const dim3 grid(blocks_for(I, kFp8GemvWarps), static_cast<unsigned>(max_active));
+  launch(moe_fp8_gemv_kernel<true>, grid, kFp8GemvWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void moe_fp8_gemv_down(const Fp8Weight& w_down, int64_t M, int64_t I, const Fp8Activations& act, const MoeGroups& groups,
+                       int64_t max_active, float* out, cudaStream_t stream) {
+  if (max_active == 0) return;
+  check_fp8_width(I, "moe_fp8_gemv_down: expert width must be a multiple of 128");
+  const dim3 grid(blocks_for(M, kFp8GemvWarps), static_cast<unsigned>(max_active));
+  launch(moe_fp8_gemv_kernel<false>, grid, kFp8GemvWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr),
+         out);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace seekserve::cuda

@@ -1,0 +1,112 @@
+// FP8 (W8A8, --dtype fp8) on the GPU against the CPU reference computing the same W8A8 (weights
+// e4m3 with 128 x 128 block scales, activations quantized per token per 128 channels): the
+// decode GEMV over a matrix uploaded from two parts (the second not starting on a block row),
+// and the DeepSeek fixtures end to end (prefill through cuBLASLt's block-scaled GEMMs, decode
+// steps through the GEMVs).
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "backend/reference_backend.h"
+#include "cuda/cuda_causal_lm.h"
+#include "cuda/cuda_device.h"
+#include "cuda/fp8_kernels.h"
+#include "models/model_loader.h"
+#include "cuda_test_support.h"
+#include "test_support.h"
+
+namespace seekserve::cuda {
+namespace {
+
+Weight w8a8(const std::vector<float>& values, int64_t rows, int64_t cols) {
+  Weight w = weight_to_fp8_block(weight_from_f32(values, rows, cols));
+  w.fp8_activations = true;
+  return w;
+}
+
+TEST_F(CudaTest, Fp8GemvOverUploadedPartsMatchesTheCpuW8A8Matmul) {
+  ReferenceBackend reference;
+  const int64_t K = 640, rows_a = 72, rows_b = 200, M = rows_a + rows_b;
+  const Weight a = w8a8(random(static_cast<size_t>(rows_a * K), 0.05f), rows_a, K);
+  const Weight b = w8a8(random(static_cast<size_t>(rows_b * K), 0.05f), rows_b, K);
+  DeviceMatrix m;
+  ASSERT_TRUE(upload_matrix({&a, &b}, &m).ok());
+  ASSERT_TRUE(m.is_fp8());
+  EXPECT_EQ(m.rows, M);
+  ASSERT_EQ(m.parts.size(), 2u);
+  EXPECT_EQ(m.parts[1].block_row0, 1) << "the second part starts on a block row of its own";
+  const std::vector<float> bias = random(static_cast<size_t>(M));
+  auto d_bias = upload(bias);
+  for (int64_t n : {1, 3, 8}) {
+    SCOPED_TRACE("tokens " + std::to_string(n));
+    std::vector<float> x = random(static_cast<size_t>(n * K));
+    for (float& v : x) v = round_to_bf16(v);
+    const std::vector<float> start = random(static_cast<size_t>(n * M));
+    std::vector<float> want(start.size());
+    reference.matmul(a, x.data(), K, n, want.data(), M);
+    reference.matmul(b, x.data(), K, n, want.data() + rows_a, M);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < M; ++r) want[static_cast<size_t>(t * M + r)] += start[static_cast<size_t>(t * M + r)] + bias[static_cast<size_t>(r)];
+
+    auto d_x = upload(to_bf16_host(x));
+    auto d_xq = upload(std::vector<uint8_t>(x.size(), 0));
+    auto d_xs = upload(std::vector<float>(static_cast<size_t>(n * K / kFp8Group), 0.0f));
+    auto d_y = upload(start, 8, kSentinel);
+    quantize_fp8_rows(d_x.data(), n, K, d_xq.data(), d_xs.data(), n, nullptr);
+    fp8_gemv(m.fp8_weight(), M, K, {d_xq.data(), d_xs.data(), n}, n, d_bias.data(), true, d_y.data(), M, nullptr);
+    const std::vector<float> got = download(d_y, want.size() + 8);
+    EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(want.size())), want), 1e-4);
+    for (size_t i = want.size(); i < got.size(); ++i) EXPECT_EQ(got[i], kSentinel) << "written past the end";
+  }
+}
+
+// The DeepSeek fixtures whose widths are multiples of 128 (what the GPU's FP8 path takes).
+using CudaFp8ModelTest = CudaModelTest;
+
+// Each golden prompt: all but its last 3 tokens in one prefill step (logits of every token),
+// then those 3 one decode step at a time. GPU and CPU must agree at the bf16 tolerance (2e-2)
+// until an expert choice flips at a near-tie (the rule of the bf16 golden tests).
+TEST_P(CudaFp8ModelTest, LogitsMatchTheCpuW8A8Reference) {
+  auto gpu = load("cuda", ComputeDType::kFP8);
+  auto cpu = load("cpu", ComputeDType::kFP8);
+  ASSERT_TRUE(gpu.ok() && cpu.ok());
+  const int64_t V = (*gpu)->info().vocab_size;
+  testing::Golden golden(GetParam());
+  int64_t prompts_compared = 0, decode_steps_compared = 0;
+  for (const std::string& p : golden.prompts()) {
+    SCOPED_TRACE(p);
+    const std::vector<int32_t> ids = golden.ints(p + ".ids");
+    const int64_t n = static_cast<int64_t>(ids.size()), prefix = n - 3;
+    if (prefix < 1) continue;
+    KvCache gpu_cache = (*gpu)->new_cache(), cpu_cache = (*cpu)->new_cache();
+    testing::RoutingRecord gpu_routing, cpu_routing;
+    const std::span<const int32_t> head(ids.data(), static_cast<size_t>(prefix));
+    const std::vector<float> got = forward_logits(**gpu, gpu_cache, head, &gpu_routing),
+                             want = forward_logits(**cpu, cpu_cache, head, &cpu_routing);
+    ASSERT_EQ(got.size(), want.size());
+    const int64_t flip = testing::first_routing_flip(cpu_routing, gpu_routing);
+    const int64_t agreeing = flip >= 0 ? flip : prefix;
+    if (agreeing > 0) {
+      EXPECT_LE(testing::relative_l2(got.data(), want.data(), static_cast<size_t>(agreeing * V)), 2e-2) << "prefill, " << agreeing << " tokens";
+    }
+    if (flip >= 0) continue;
+    ++prompts_compared;
+    for (int64_t t = prefix; t < n; ++t) {
+      testing::RoutingRecord gpu_step, cpu_step;
+      const std::span<const int32_t> token(ids.data() + t, 1);
+      const std::vector<float> g = forward_logits(**gpu, gpu_cache, token, &gpu_step),
+                               c = forward_logits(**cpu, cpu_cache, token, &cpu_step);
+      if (testing::first_routing_flip(cpu_step, gpu_step) >= 0) break;
+      EXPECT_LE(testing::relative_l2(g.data(), c.data(), static_cast<size_t>(V)), 2e-2) << "decode step at position " << t;
+      ++decode_steps_compared;
+    }
+  }
+  EXPECT_GT(prompts_compared, 0) << "some prompt must keep the reference's routing throughout";
+  EXPECT_GT(decode_steps_compared, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Deepseek, CudaFp8ModelTest, ::testing::Values("tiny-deepseek-v3", "random-deepseek-v3-fp8"),
+                         fixture_param_name);
+
+}  // namespace
+}  // namespace seekserve::cuda
