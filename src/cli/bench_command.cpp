@@ -222,7 +222,7 @@ CommandMain add_bench_command(CLI::App& app) {
   cmd->add_option("--prompt-tokens", f->prompt_tokens, "prompt length per sequence");
   cmd->add_option("--gen-tokens", f->gen_tokens, "decode steps");
   cmd->add_option("--batch", f->batch, "sequences decoded together");
-  cmd->add_option("--device", f->device, "cpu, or cuda (an NVIDIA GPU, bf16; Qwen2, Llama and DeepSeek V2/V3 models)");
+  cmd->add_option("--device", f->device, "cpu, or cuda (an NVIDIA GPU: bf16 for Qwen2, Llama and DeepSeek V2/V3; fp8 W8A8 for DeepSeek)");
   cmd->add_option("--num-layers", f->num_layers, "keep only the first N decoder layers (real shapes that do not fit; 0: all)");
   cmd->add_flag("--json", f->json, "print one JSON object");
   return [cmd, f]() -> int { return cmd->parsed() ? run_bench(*f) : -1; };

@@ -203,7 +203,7 @@ CommandMain add_generate_command(CLI::App& app) {
   cmd->add_option("--step-tokens", flags->step_tokens, "tokens computed per engine step, prefill chunks included (--batch-file)");
   cmd->add_option("--latency-guard", flags->latency_guard,
                   "while interactive requests decode, cap a step at this many tokens (CPU deployments; --batch-file)");
-  cmd->add_option("--device", flags->device, "cpu, or cuda (an NVIDIA GPU, bf16; Qwen2, Llama and DeepSeek V2/V3 models)");
+  cmd->add_option("--device", flags->device, "cpu, or cuda (an NVIDIA GPU: bf16 for Qwen2, Llama and DeepSeek V2/V3; fp8 W8A8 for DeepSeek)");
   cmd->add_option("--threads", flags->threads, "CPU threads for the kernels (0 = all)")->check(CLI::NonNegativeNumber);
   return [cmd, flags]() -> int { return cmd->parsed() ? run_generate(*flags) : -1; };
 }

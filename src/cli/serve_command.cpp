@@ -125,7 +125,7 @@ CommandMain add_serve_command(CLI::App& app) {
   cmd->add_flag("--protect-health", f->protect_health, "require the API key on /health, /ready and /metrics too");
   cmd->add_option("--dtype", f->dtype, "weight and compute precision: bf16, int8, fp8 or f32");
   cmd->add_option("--threads", f->threads, "CPU threads for the kernels (0 = all)");
-  cmd->add_option("--device", f->device, "cpu, or cuda (an NVIDIA GPU, bf16; Qwen2, Llama and DeepSeek V2/V3 models)");
+  cmd->add_option("--device", f->device, "cpu, or cuda (an NVIDIA GPU: bf16 for Qwen2, Llama and DeepSeek V2/V3; fp8 W8A8 for DeepSeek)");
   cmd->add_option("--io-threads", f->io_threads, "HTTP I/O threads");
   cmd->add_option("--kv-budget", f->kv_budget, "bytes for the paged KV cache");
   cmd->add_option("--step-tokens", f->step_tokens, "tokens per engine step");
