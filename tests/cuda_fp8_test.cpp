@@ -27,7 +27,11 @@ Weight w8a8(const std::vector<float>& values, int64_t rows, int64_t cols) {
 TEST_F(CudaTest, Fp8GemvOverUploadedPartsMatchesTheCpuW8A8Matmul) {
   ReferenceBackend reference;
   const int64_t K = 640, rows_a = 72, rows_b = 200, M = rows_a + rows_b;
-  const Weight a = w8a8(random(static_cast<size_t>(rows_a * K), 0.05f), rows_a, K);
+  // Part a: one 2,000 in each 128-column group of its first row sets every block's scale, so the
+  // other 71 rows quantize to e4m3 subnormals (|w| / scale < 2^-6): their decoding is checked too.
+  std::vector<float> a_values = random(static_cast<size_t>(rows_a * K), 0.05f);
+  for (int64_t c = 0; c < K; c += kFp8Group) a_values[static_cast<size_t>(c)] = 2000.0f;
+  const Weight a = w8a8(a_values, rows_a, K);
   const Weight b = w8a8(random(static_cast<size_t>(rows_b * K), 0.05f), rows_b, K);
   DeviceMatrix m;
   ASSERT_TRUE(upload_matrix({&a, &b}, &m).ok());
@@ -51,12 +55,22 @@ TEST_F(CudaTest, Fp8GemvOverUploadedPartsMatchesTheCpuW8A8Matmul) {
     auto d_x = upload(to_bf16_host(x));
     auto d_xq = upload(std::vector<uint8_t>(x.size(), 0));
     auto d_xs = upload(std::vector<float>(static_cast<size_t>(n * K / kFp8Group), 0.0f));
-    auto d_y = upload(start, 8, kSentinel);
     quantize_fp8_rows(d_x.data(), n, K, d_xq.data(), d_xs.data(), n, nullptr);
-    fp8_gemv(m.fp8_weight(), M, K, {d_xq.data(), d_xs.data(), n}, n, d_bias.data(), true, d_y.data(), M, nullptr);
-    const std::vector<float> got = download(d_y, want.size() + 8);
-    EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(want.size())), want), 1e-4);
-    for (size_t i = want.size(); i < got.size(); ++i) EXPECT_EQ(got[i], kSentinel) << "written past the end";
+    for (const Fp8Decode decode : {Fp8Decode::kIntegerOps, Fp8Decode::kConversionUnits}) {
+      SCOPED_TRACE(decode == Fp8Decode::kIntegerOps ? "integer decoding" : "conversion units");
+      auto d_y = upload(start, 8, kSentinel);
+      fp8_gemv(m.fp8_weight(), M, K, {d_xq.data(), d_xs.data(), n}, n, d_bias.data(), true, d_y.data(), M, nullptr, decode);
+      const std::vector<float> got = download(d_y, want.size() + 8);
+      EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(want.size())), want), 1e-4);
+      std::vector<float> got_subnormal, want_subnormal;  // rows 1..71 of part a, every token
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 1; r < rows_a; ++r) {
+          got_subnormal.push_back(got[static_cast<size_t>(t * M + r)] - start[static_cast<size_t>(t * M + r)] - bias[static_cast<size_t>(r)]);
+          want_subnormal.push_back(want[static_cast<size_t>(t * M + r)] - start[static_cast<size_t>(t * M + r)] - bias[static_cast<size_t>(r)]);
+        }
+      EXPECT_LE(rel_error(got_subnormal, want_subnormal), 1e-3) << "rows of subnormal weights";
+      for (size_t i = want.size(); i < got.size(); ++i) EXPECT_EQ(got[i], kSentinel) << "written past the end";
+    }
   }
 }
 

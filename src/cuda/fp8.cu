@@ -2,6 +2,8 @@
 // grouped expert GEMVs, and adding a bf16 GEMM output into the residual stream.
 #include <cuda_fp8.h>
 
+#include <cstdlib>
+
 #include "cuda/fp8_kernels.h"
 #include "cuda/kernel_support.cuh"
 
@@ -38,7 +40,9 @@ __global__ void quantize_fp8_kernel(const bf16* x, int64_t n, int64_t K, uint8_t
   if (lane == 0) scales[g * scale_ld + t] = scale;
 }
 
-// 16 e4m3 values (one uint4) to float, two at a time through the hardware's e4m3x2 -> f16x2.
+// 16 e4m3 values (one uint4) to float, two at a time through the hardware's e4m3x2 -> f16x2
+// and f16 -> f32 conversions (about 24 conversions per 16 values: the conversion units, not
+// memory, bounded the first FP8 GEMV at ~40% of the bandwidth on the H200).
 __device__ __forceinline__ void fp8x16_to_float(const uint4& v, float* out) {
   const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -54,6 +58,23 @@ __device__ __forceinline__ void fp8x16_to_float(const uint4& v, float* out) {
   }
 }
 
+// The same 16 values with integer operations only, each as 2^-120 times its value, exactly:
+// the byte's sign goes to bit 31 and its exponent and mantissa to bits 30..20, which reads as a
+// float32 (bias 127) of the e4m3 value (bias 7) scaled by 2^-120 — e4m3 subnormals become float32
+// subnormals of the same digits. The 2^120 is folded into the scales.
+constexpr float kFp8RawScale = 0x1p120f;
+__device__ __forceinline__ void fp8x16_to_raw_float(const uint4& v, float* out) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t t = words[i] << (24 - 8 * j);  // byte j on top
+      out[4 * i + j] = __uint_as_float((t & 0x80000000u) | ((t >> 4) & 0x07F00000u));
+    }
+  }
+}
+
 // sum_j a[j] * b[j] over 16 values.
 __device__ __forceinline__ float dot16(const float* a, const float* b) {
   float d = 0.0f;
@@ -62,42 +83,84 @@ __device__ __forceinline__ float dot16(const float* a, const float* b) {
   return d;
 }
 
-// One warp a row (8 rows a block): lane l reads bytes [16 l, 16 l + 16) of each 512-byte chunk,
-// which lie in one 128-channel group, so each 16-product partial sum takes that group's two
-// scales. Tokens' rows are tiny and stay in L1.
+// A weight chunk decoded for the products (returns its scale, adjusted for the raw decoding) and
+// an activation chunk decoded to its true values, by either decoding.
+template <bool kRawDecode>
+__device__ __forceinline__ float decode_weight_chunk(const uint4& v, float scale, float* out) {
+  if constexpr (kRawDecode) {
+    fp8x16_to_raw_float(v, out);
+    return scale * kFp8RawScale;
+  } else {
+    fp8x16_to_float(v, out);
+    return scale;
+  }
+}
+template <bool kRawDecode>
+__device__ __forceinline__ void decode_activation_chunk(const uint4& v, float* out) {
+  if constexpr (kRawDecode) {
+    fp8x16_to_raw_float(v, out);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) out[j] *= kFp8RawScale;
+  } else {
+    fp8x16_to_float(v, out);
+  }
+}
+
+// kRows rows a warp (8 warps a block): lane l reads bytes [16 l, 16 l + 16) of each 512-byte
+// chunk of every row, which lie in one 128-channel group, so each 16-product partial sum takes
+// that group's two scales. A token's 16 activations are decoded once per chunk for all kRows
+// rows. kRawDecode: weights decoded by integer operations as 2^-120 times their value (the
+// products stay normal floats: |w x| >= 2^-138 only for subnormal pairs, which add < 2^-100 of a
+// typical sum), the activations to their true values; else both through the conversion units.
 constexpr int kFp8GemvWarps = 8;
 
-template <int kTokens>
+template <int kTokens, int kRows, bool kRawDecode>
 __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_gemv_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x, int n,
                                                                       const float* bias, bool accumulate, float* y, int64_t y_stride) {
   dependency_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kFp8GemvWarps + warp;
-  if (row >= M) return;
-  const uint8_t* wr = w.w + row * K;
-  const float* ws = w.scales + static_cast<int64_t>(w.scale_row[row]) * w.scale_ld;
-  float acc[kTokens] = {};
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kFp8GemvWarps + warp) * kRows;
+  if (row0 >= M) return;
+  const uint8_t* wr[kRows];
+  const float* ws[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = min(row0 + r, M - 1);  // rows past the end repeat the last (not stored)
+    wr[r] = w.w + row * K;
+    ws[r] = w.scales + static_cast<int64_t>(w.scale_row[row]) * w.scale_ld;
+  }
+  float acc[kRows][kTokens] = {};
 #pragma unroll 2
   for (int64_t k = 16 * lane; k < K; k += 512) {
-    float wf[16];
-    fp8x16_to_float(__ldcs(reinterpret_cast<const uint4*>(wr + k)), wf);
+    uint4 wv[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) wv[r] = __ldcs(reinterpret_cast<const uint4*>(wr[r] + k));
     const int64_t g = k / kFp8Group;
-    const float w_scale = ws[g];
+    float wf[kRows][16], w_scale[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) w_scale[r] = decode_weight_chunk<kRawDecode>(wv[r], ws[r][g], wf[r]);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= n) break;
       float xf[16];
-      fp8x16_to_float(*reinterpret_cast<const uint4*>(x.xq + t * K + k), xf);
-      acc[t] = fmaf(dot16(wf, xf), w_scale * x.scales[g * x.ld + t], acc[t]);
+      decode_activation_chunk<kRawDecode>(*reinterpret_cast<const uint4*>(x.xq + t * K + k), xf);
+      const float x_scale = x.scales[g * x.ld + t];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) acc[r][t] = fmaf(dot16(wf[r], xf), w_scale[r] * x_scale, acc[r][t]);
     }
   }
 #pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-    if (t >= n) break;
-    const float v = warp_sum(acc[t]) + (bias ? bias[row] : 0.0f);
-    if (lane == 0) {
-      float* out = y + t * y_stride + row;
-      *out = accumulate ? *out + v : v;
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = row0 + r;
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      if (t >= n) break;
+      const float v = warp_sum(acc[r][t]);
+      if (lane == 0 && row < M) {
+        float* out = y + t * y_stride + row;
+        const float value = v + (bias ? bias[row] : 0.0f);
+        *out = accumulate ? *out + value : value;
+      }
     }
   }
 }
@@ -112,10 +175,10 @@ __global__ void add_bf16_rows_kernel(const bf16* src, int64_t n, int64_t M, cons
 
 // The grouped expert GEMV over FP8 experts: grid (row groups of 8, active experts), warp w takes
 // row blockIdx.x * 8 + w of the expert (with kSwiGLU its gate and up rows side by side) and the
-// expert's pairs 8 at a time, as moe_gemv_kernel does for bf16.
+// expert's pairs 8 at a time, as moe_gemv_kernel does for bf16; decoding as fp8_gemv_kernel's.
 constexpr int kFp8ExpertTokens = 8;
 
-template <bool kSwiGLU>
+template <bool kSwiGLU, bool kRawDecode>
 __global__ void __launch_bounds__(kFp8GemvWarps * 32) moe_fp8_gemv_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x,
                                                                           int64_t x_per_pair_div, MoeGroups g, bf16* act, float* out) {
   dependency_wait();
@@ -148,15 +211,12 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) moe_fp8_gemv_kernel(Fp8Wei
       const int64_t grp = k / kFp8Group;
       float wf[kOuts][16], w_scale[kOuts];
 #pragma unroll
-      for (int o = 0; o < kOuts; ++o) {
-        fp8x16_to_float(__ldcs(reinterpret_cast<const uint4*>(wr[o] + k)), wf[o]);
-        w_scale[o] = ws[o][grp];
-      }
+      for (int o = 0; o < kOuts; ++o) w_scale[o] = decode_weight_chunk<kRawDecode>(__ldcs(reinterpret_cast<const uint4*>(wr[o] + k)), ws[o][grp], wf[o]);
 #pragma unroll
       for (int tt = 0; tt < kFp8ExpertTokens; ++tt) {
         if (tt >= count) break;
         float xf[16];
-        fp8x16_to_float(*reinterpret_cast<const uint4*>(x.xq + static_cast<int64_t>(xrow[tt]) * K + k), xf);
+        decode_activation_chunk<kRawDecode>(*reinterpret_cast<const uint4*>(x.xq + static_cast<int64_t>(xrow[tt]) * K + k), xf);
         const float x_scale = x.scales[grp * x.ld + xrow[tt]];
 #pragma unroll
         for (int o = 0; o < kOuts; ++o) acc[o][tt] = fmaf(dot16(wf[o], xf), w_scale[o] * x_scale, acc[o][tt]);
@@ -170,6 +230,16 @@ void check_fp8_width(int64_t K, const char* what) {
   if (K % kFp8Group != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
 
+template <int kRows, bool kRawDecode>
+void launch_fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate,
+                     float* y, int64_t y_stride, cudaStream_t stream) {
+  const unsigned grid = blocks_for(M, kFp8GemvWarps * kRows);
+  const int tokens = static_cast<int>(n);
+  if (n == 1) launch(fp8_gemv_kernel<1, kRows, kRawDecode>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  else if (n <= 4) launch(fp8_gemv_kernel<4, kRows, kRawDecode>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  else launch(fp8_gemv_kernel<8, kRows, kRawDecode>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+}
+
 }  // namespace
 
 void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld, cudaStream_t stream) {
@@ -181,16 +251,18 @@ void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* 
   SS_CUDA_CHECK_LAUNCH();
 }
 
+Fp8Decode default_fp8_decode() {
+  static const Fp8Decode decode = std::getenv("SEEKSERVE_CUDA_FP8_GEMV_CVT") ? Fp8Decode::kConversionUnits : Fp8Decode::kIntegerOps;
+  return decode;
+}
+
 void fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate, float* y,
-              int64_t y_stride, cudaStream_t stream) {
+              int64_t y_stride, cudaStream_t stream, Fp8Decode decode) {
   if (n == 0 || M == 0) return;
   check_fp8_width(K, "fp8_gemv: K must be a multiple of 128");
   if (n > 8) fail("fp8_gemv: at most 8 tokens", cudaErrorInvalidValue, __FILE__, __LINE__);
-  const unsigned grid = blocks_for(M, kFp8GemvWarps);
-  const int tokens = static_cast<int>(n);
-  if (n == 1) launch(fp8_gemv_kernel<1>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
-  else if (n <= 4) launch(fp8_gemv_kernel<4>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
-  else launch(fp8_gemv_kernel<8>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  if (decode == Fp8Decode::kConversionUnits) launch_fp8_gemv<1, false>(w, M, K, x, n, bias, accumulate, y, y_stride, stream);
+  else launch_fp8_gemv<4, true>(w, M, K, x, n, bias, accumulate, y, y_stride, stream);
   SS_CUDA_CHECK_LAUNCH();
 }
 
@@ -205,7 +277,8 @@ void moe_fp8_gemv_swiglu(const Fp8Weight& w_gate_up, int64_t I, int64_t K, const
   if (max_active == 0) return;
   check_fp8_width(K, "moe_fp8_gemv_swiglu: hidden size must be a multiple of 128");
   const dim3 grid(blocks_for(I, kFp8GemvWarps), static_cast<unsigned>(max_active));
-  launch(moe_fp8_gemv_kernel<true>, grid, kFp8GemvWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+  const auto kernel = default_fp8_decode() == Fp8Decode::kConversionUnits ? moe_fp8_gemv_kernel<true, false> : moe_fp8_gemv_kernel<true, true>;
+  launch(kernel, grid, kFp8GemvWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
   SS_CUDA_CHECK_LAUNCH();
 }
 
@@ -214,8 +287,8 @@ void moe_fp8_gemv_down(const Fp8Weight& w_down, int64_t M, int64_t I, const Fp8A
   if (max_active == 0) return;
   check_fp8_width(I, "moe_fp8_gemv_down: expert width must be a multiple of 128");
   const dim3 grid(blocks_for(M, kFp8GemvWarps), static_cast<unsigned>(max_active));
-  launch(moe_fp8_gemv_kernel<false>, grid, kFp8GemvWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr),
-         out);
+  const auto kernel = default_fp8_decode() == Fp8Decode::kConversionUnits ? moe_fp8_gemv_kernel<false, false> : moe_fp8_gemv_kernel<false, true>;
+  launch(kernel, grid, kFp8GemvWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
   SS_CUDA_CHECK_LAUNCH();
 }
 
