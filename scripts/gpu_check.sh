@@ -2,11 +2,11 @@
 # One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
 # then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
 # scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
-#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,peer]
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
-sections=",${2:-tests,dense,deepseek,peer},"
+sections=",${2:-tests,dense,deepseek,fp8,peer},"
 want() { [[ $sections == *",$1,"* ]]; }
 out=${OUT:-gpu-results}
 mkdir -p "$out"
@@ -44,6 +44,18 @@ if want deepseek; then
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64 --batch 32
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 4096 --gen-tokens 4
+fi
+if want fp8; then
+  # DeepSeek-V3 shapes in FP8 (W8A8), first 8 layers (3 dense + 5 MoE), the issue's batches; then
+  # batch 1 with the first FP8 GEMV (conversion units) beside the default, alternating.
+  echo "== benchmarks: DeepSeek-V3 FP8, 8 layers"
+  for b in 1 32 128; do
+    bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 128 --gen-tokens 32 --batch $b
+  done
+  for i in 1 2; do
+    SEEKSERVE_CUDA_FP8_GEMV_CVT=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32
+    bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32
+  done
 fi
 if want peer && [ -f "$bin/peer_graph.py" ]; then
   echo "== peer (PyTorch CUDA graph)"
