@@ -103,6 +103,8 @@ TEST(CliTest, BadInputGetsAClearErrorAndExitCode) {
       {"generate --model " + kBundled + " --prompt-ids 1 --dtype fp4", 2, "unknown --dtype 'fp4'"},
       {"generate --model " + kBundled + " --prompt-ids 1 --top-p 0", 2, "top_p"},
       {"generate --model " + kBundled + " --prompt-ids 1,2 --logits-tail 3", 2, "logits_tail"},
+      {"bench --model " + testing::source_dir() + "/configs/deepseek-v3.json --kernel foo", 2, "unknown kernel 'foo'"},
+      {"bench --model " + testing::source_dir() + "/configs/deepseek-v3.json --kernel mla-decode --device cpu", 1, "runs on --device cuda"},
   };
   for (const Case& c : cases) {
     const CommandRun r = run(c.args);

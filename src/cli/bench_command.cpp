@@ -15,7 +15,9 @@
 #include "engine/sampler.h"
 #include "models/model_loader.h"
 #ifdef SEEKSERVE_HAVE_CUDA
+#include "cuda/cuda_check.h"
 #include "cuda/device_ceilings.h"
+#include "cuda/kernel_bench.h"
 #endif
 
 namespace seekserve {
@@ -35,6 +37,8 @@ struct BenchFlags {
   std::string device = "cpu";
   int64_t num_layers = 0;
   bool json = false;
+  std::string kernel;     // time one kernel alone instead of the model: "mla-decode"
+  int64_t context = 8192;  // --kernel mla-decode: cached positions per sequence
 };
 
 // Read bandwidth in GB/s with `threads` threads over a buffer far larger than the caches:
@@ -63,7 +67,58 @@ double measure_bandwidth(int threads, bool avx512) {
   return rates[rates.size() / 2];
 }
 
+// --kernel mla-decode: the MLA decode attention alone at the config's head and latent widths,
+// batch x context cached positions, against the copy bandwidth measured in the same run (the
+// bytes it must read: every sequence's latent rows once).
+int run_kernel_bench(const BenchFlags& f) {
+  if (f.kernel != "mla-decode") return report_error(invalid_argument("--kernel: unknown kernel '" + f.kernel + "' (known: mla-decode)"));
+#ifdef SEEKSERVE_HAVE_CUDA
+  if (f.device != "cuda" || !cuda::device_present()) return report_error(unimplemented("--kernel mla-decode runs on --device cuda (a GPU must be present)"));
+  auto config = load_config(f.model);
+  if (!config.ok()) return report_error(config.status());
+  cuda::MlaDecodeShape shape;
+  shape.n_heads = config->require_int("num_attention_heads");
+  shape.kv_rank = config->require_int("kv_lora_rank");
+  shape.rope_dim = config->require_int("qk_rope_head_dim");
+  shape.nope_dim = config->require_int("qk_nope_head_dim");
+  if (!config->status().ok()) return report_error(config->status());
+  shape.batch = f.batch;
+  shape.context = f.context;
+  auto timing = cuda::time_mla_decode(shape);
+  if (!timing.ok()) return report_error(timing.status());
+  const cuda::DeviceCeilings ceilings = cuda::measure_device_ceilings();
+  const double read_GBps = timing->latent_bytes / (timing->ms_median * 1e-3) / 1e9;
+  nlohmann::json out = {{"kernel", f.kernel},
+                        {"model", f.model},
+                        {"isa", ceilings.name},
+                        {"batch", shape.batch},
+                        {"context", shape.context},
+                        {"heads", shape.n_heads},
+                        {"kv_rank", shape.kv_rank},
+                        {"rope_dim", shape.rope_dim},
+                        {"block_size", shape.block_size},
+                        {"splits", timing->splits},
+                        {"ms_median", timing->ms_median},
+                        {"latent_bytes", timing->latent_bytes},
+                        {"read_GBps", read_GBps},
+                        {"measured_bandwidth_GBps", ceilings.copy_GBps},
+                        {"bandwidth_share", read_GBps / ceilings.copy_GBps}};
+  if (f.json) {
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("MLA decode, %lld heads, latent %lld + %lld, batch %lld x %lld positions: %.3f ms (median), %.1f GB/s of latent rows = %.0f%% of the %.0f GB/s copy bandwidth\n",
+                static_cast<long long>(shape.n_heads), static_cast<long long>(shape.kv_rank), static_cast<long long>(shape.rope_dim),
+                static_cast<long long>(shape.batch), static_cast<long long>(shape.context), timing->ms_median, read_GBps,
+                100.0 * read_GBps / ceilings.copy_GBps, ceilings.copy_GBps);
+  }
+  return 0;
+#else
+  return report_error(unimplemented("--kernel needs a build with CUDA"));
+#endif
+}
+
 int run_bench(const BenchFlags& f) {
+  if (!f.kernel.empty()) return run_kernel_bench(f);
   if (f.prompt_tokens < 1 || f.gen_tokens < 1 || f.batch < 1) return report_error(invalid_argument("--prompt-tokens, --gen-tokens and --batch must be positive"));
   std::shared_ptr<CpuBackend> backend;
   auto loaded = load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads, &backend, f.device, f.num_layers);
@@ -225,6 +280,8 @@ CommandMain add_bench_command(CLI::App& app) {
   cmd->add_option("--device", f->device, "cpu, or cuda (an NVIDIA GPU: bf16 for Qwen2, Llama and DeepSeek V2/V3; fp8 W8A8 for DeepSeek)");
   cmd->add_option("--num-layers", f->num_layers, "keep only the first N decoder layers (real shapes that do not fit; 0: all)");
   cmd->add_flag("--json", f->json, "print one JSON object");
+  cmd->add_option("--kernel", f->kernel, "time one kernel alone (mla-decode: MLA decode attention at the config's widths, --batch x --context)");
+  cmd->add_option("--context", f->context, "--kernel mla-decode: cached positions per sequence");
   return [cmd, f]() -> int { return cmd->parsed() ? run_bench(*f) : -1; };
 }
 

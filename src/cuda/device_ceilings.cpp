@@ -10,10 +10,7 @@
 
 namespace seekserve::cuda {
 
-namespace {
-
-template <typename F>
-double median_ms(int repeats, cudaStream_t stream, F&& body) {
+double median_event_ms(int repeats, cudaStream_t stream, const std::function<void()>& body) {
   cudaEvent_t start, stop;
   SS_CUDA_CHECK(cudaEventCreate(&start));
   SS_CUDA_CHECK(cudaEventCreate(&stop));
@@ -34,8 +31,6 @@ double median_ms(int repeats, cudaStream_t stream, F&& body) {
   return ms[ms.size() / 2];
 }
 
-}  // namespace
-
 DeviceCeilings measure_device_ceilings() {
   DeviceCeilings c;
   cudaDeviceProp prop{};
@@ -48,7 +43,7 @@ DeviceCeilings measure_device_ceilings() {
     DeviceBuffer<uint8_t> a, b;
     if (a.reserve(bytes).ok() && b.reserve(bytes).ok()) {
       SS_CUDA_CHECK(cudaMemsetAsync(a.data(), 1, bytes, stream));
-      const double ms = median_ms(10, stream, [&] { SS_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream)); });
+      const double ms = median_event_ms(10, stream, [&] { SS_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream)); });
       c.copy_GBps = 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
     }
   }
@@ -64,7 +59,7 @@ DeviceCeilings measure_device_ceilings() {
       SS_CUDA_CHECK(cudaMemcpy(w.data(), host.data(), host.size() * 2, cudaMemcpyHostToDevice));
       SS_CUDA_CHECK(cudaMemcpy(x.data(), host.data(), host.size() * 2, cudaMemcpyHostToDevice));
       LtGemm gemm;
-      const double ms = median_ms(10, stream, [&] { gemm.run(w.data(), n, n, x.data(), n, false, y.data(), stream); });
+      const double ms = median_event_ms(10, stream, [&] { gemm.run(w.data(), n, n, x.data(), n, false, y.data(), stream); });
       c.bf16_tflops = 2.0 * static_cast<double>(n * n * n) / (ms * 1e-3) / 1e12;
     }
     // FP8: e4m3 of the same values, random block scales, bf16 out.
@@ -84,7 +79,7 @@ DeviceCeilings measure_device_ceilings() {
       SS_CUDA_CHECK(cudaMemcpy(ws.data(), scales.data(), scales.size() * 4, cudaMemcpyHostToDevice));
       std::vector<float> x_scales(static_cast<size_t>(n * (n / 128)), 1.0f);
       SS_CUDA_CHECK(cudaMemcpy(xs.data(), x_scales.data(), x_scales.size() * 4, cudaMemcpyHostToDevice));
-      const double ms = median_ms(10, stream, [&] { fp8.run_fp8(wq.data(), ws.data(), n, n, xq.data(), xs.data(), n, out.data(), n, stream); });
+      const double ms = median_event_ms(10, stream, [&] { fp8.run_fp8(wq.data(), ws.data(), n, n, xq.data(), xs.data(), n, out.data(), n, stream); });
       c.fp8_tflops = 2.0 * static_cast<double>(n * n * n) / (ms * 1e-3) / 1e12;
     }
   }

@@ -3,6 +3,9 @@
 // block-scaled FP8 GEMM rate the DeepSeek FP8 figures compare with it).
 #pragma once
 
+#include <cuda_runtime_api.h>
+
+#include <functional>
 #include <string>
 
 namespace seekserve::cuda {
@@ -15,5 +18,8 @@ struct DeviceCeilings {
 };
 
 DeviceCeilings measure_device_ceilings();
+
+// The median time of `repeats` runs of body (after one warm-up run) on stream, from events.
+double median_event_ms(int repeats, cudaStream_t stream, const std::function<void()>& body);
 
 }  // namespace seekserve::cuda
