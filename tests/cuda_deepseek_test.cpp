@@ -116,15 +116,7 @@ TEST_F(CudaTest, GroupedExpertMatmulsMatchTheReferenceDispatch) {
   auto d_down = upload(to_bf16_host(down_host));
   for (int64_t n : {1, 5, 40}) {  // 40 tokens: 15 pairs an expert on average, several groups of 8
     SCOPED_TRACE("tokens " + std::to_string(n));
-    std::vector<float> x = random(static_cast<size_t>(n * D));
-    for (float& v : x) v = round_to_bf16(v);
-    std::vector<int32_t> ids(static_cast<size_t>(n * K));
-    std::vector<float> weights(ids.size());
-    MoeConfig c;
-    c.n_routed_experts = E;
-    c.top_k = K;
-    const std::vector<float> logits = random(static_cast<size_t>(n * E));
-    route_tokens(c, logits.data(), n, {}, ids.data(), weights.data());
+    const auto [x, ids, weights] = random_routed_tokens(n, D, E, K);
     std::vector<float> want = random(static_cast<size_t>(n * D));  // the residual stream it adds to
     const std::vector<float> start = want;
     reference.moe_experts(testing::moe_args(x, n, D, K, ids, weights, experts, want.data()));
@@ -136,11 +128,7 @@ TEST_F(CudaTest, GroupedExpertMatmulsMatchTheReferenceDispatch) {
     auto d_groups = upload(std::vector<int32_t>(static_cast<size_t>(pairs + 2 * E + 2), -1));
     auto d_act = upload(std::vector<bf16>(static_cast<size_t>(pairs * I)));
     auto d_out = upload(std::vector<float>(static_cast<size_t>(pairs * D), kSentinel));
-    MoeGroups g;
-    g.offsets = d_groups.data();
-    g.sorted = g.offsets + E + 1;
-    g.active = g.sorted + pairs;
-    g.n_active = g.active + E;
+    const MoeGroups g = moe_groups_in(d_groups.data(), pairs, E);
     moe_group(d_ids.data(), pairs, E, g, nullptr);
     const int64_t max_active = std::min(E, pairs);
     // Both expert kernels (tensor cores, and the CUDA-core GEMV kept for comparison) into the

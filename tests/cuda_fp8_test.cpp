@@ -10,7 +10,9 @@
 #include "backend/reference_backend.h"
 #include "cuda/cuda_causal_lm.h"
 #include "cuda/cuda_device.h"
+#include "cuda/deepseek_kernels.h"
 #include "cuda/fp8_kernels.h"
+#include "layers/moe.h"
 #include "models/model_loader.h"
 #include "cuda_test_support.h"
 #include "test_support.h"
@@ -70,6 +72,58 @@ TEST_F(CudaTest, Fp8GemvOverUploadedPartsMatchesTheCpuW8A8Matmul) {
         }
       EXPECT_LE(rel_error(got_subnormal, want_subnormal), 1e-3) << "rows of subnormal weights";
       for (size_t i = want.size(); i < got.size(); ++i) EXPECT_EQ(got[i], kSentinel) << "written past the end";
+    }
+  }
+}
+
+// The routed experts in FP8 against the CPU reference's dispatch over the same W8A8 experts:
+// both kernels (tensor cores on the e4m3 bytes, and the CUDA-core GEMV), 1 to 24 tokens.
+TEST_F(CudaTest, GroupedFp8ExpertMatmulsMatchTheCpuW8A8Dispatch) {
+  ReferenceBackend reference;
+  const int64_t E = 6, D = 384, I = 128, K = 2;  // D: 3 groups of 128 over 4 warps; I: 1
+  std::vector<MlpWeights> experts(static_cast<size_t>(E));
+  std::vector<const Weight*> gate_up_parts, down_parts;
+  for (MlpWeights& e : experts) {
+    e.gate = w8a8(random(static_cast<size_t>(I * D), 0.1f), I, D);
+    e.up = w8a8(random(static_cast<size_t>(I * D), 0.1f), I, D);
+    e.down = w8a8(random(static_cast<size_t>(D * I), 0.1f), D, I);
+    gate_up_parts.insert(gate_up_parts.end(), {&e.gate, &e.up});
+    down_parts.push_back(&e.down);
+  }
+  DeviceMatrix gate_up, down;
+  ASSERT_TRUE(upload_matrix(gate_up_parts, &gate_up).ok() && upload_matrix(down_parts, &down).ok());
+  ASSERT_TRUE(gate_up.is_fp8() && down.is_fp8());
+  for (int64_t n : {1, 5, 24}) {
+    SCOPED_TRACE("tokens " + std::to_string(n));
+    const auto [x, ids, weights] = random_routed_tokens(n, D, E, K);
+    const std::vector<float> start = random(static_cast<size_t>(n * D));
+    std::vector<float> want = start;
+    reference.moe_experts(testing::moe_args(x, n, D, K, ids, weights, experts, want.data()));
+
+    const int64_t pairs = n * K, max_active = std::min(E, pairs);
+    auto d_x = upload(to_bf16_host(x));
+    auto d_ids = upload(ids);
+    auto d_weights = upload(weights);
+    auto d_groups = upload(std::vector<int32_t>(static_cast<size_t>(pairs + 2 * E + 2), -1));
+    auto d_xq = upload(std::vector<uint8_t>(static_cast<size_t>(n * D)));
+    auto d_xs = upload(std::vector<float>(static_cast<size_t>(n * D / kFp8Group)));
+    auto d_act = upload(std::vector<bf16>(static_cast<size_t>(pairs * I)));
+    auto d_actq = upload(std::vector<uint8_t>(static_cast<size_t>(pairs * I)));
+    auto d_acts = upload(std::vector<float>(static_cast<size_t>(pairs * I / kFp8Group)));
+    auto d_out = upload(std::vector<float>(static_cast<size_t>(pairs * D)));
+    const MoeGroups g = moe_groups_in(d_groups.data(), pairs, E);
+    moe_group(d_ids.data(), pairs, E, g, nullptr);
+    quantize_fp8_rows(d_x.data(), n, D, d_xq.data(), d_xs.data(), n, nullptr);
+    for (const MoeKernel kernel : {MoeKernel::kTensorCores, MoeKernel::kCudaCores}) {
+      SCOPED_TRACE(kernel == MoeKernel::kTensorCores ? "tensor cores" : "CUDA cores");
+      auto d_hidden = upload(start, 8, kSentinel);
+      moe_fp8_gemv_swiglu(kernel, gate_up.fp8_weight(), I, D, {d_xq.data(), d_xs.data(), n}, K, g, max_active, d_act.data(), nullptr);
+      quantize_fp8_rows(d_act.data(), pairs, I, d_actq.data(), d_acts.data(), pairs, nullptr);
+      moe_fp8_gemv_down(kernel, down.fp8_weight(), D, I, {d_actq.data(), d_acts.data(), pairs}, g, max_active, d_out.data(), nullptr);
+      moe_combine(d_out.data(), nullptr, d_weights.data(), n, K, D, d_hidden.data(), nullptr);
+      const std::vector<float> got = download(d_hidden, start.size() + 8);
+      EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(start.size())), want), 5e-3);
+      for (size_t i = start.size(); i < got.size(); ++i) EXPECT_EQ(got[i], kSentinel) << "written past the end";
     }
   }
 }

@@ -13,7 +13,9 @@
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_device.h"
+#include "cuda/deepseek_kernels.h"
 #include "cuda/kernels.h"
+#include "layers/moe.h"
 #include "models/model_loader.h"
 #include "models/causal_lm.h"
 #include "test_support.h"
@@ -33,6 +35,26 @@ class CudaTest : public ::testing::Test {
     std::vector<float> v(n);
     for (float& x : v) x = dist(rng_);
     return v;
+  }
+  // n random tokens of width D (bf16 values) routed to top_k of E experts by random logits
+  // (route_tokens' default rule): ids and weights [n, top_k].
+  struct RoutedTokens {
+    std::vector<float> x;
+    std::vector<int32_t> ids;
+    std::vector<float> weights;
+  };
+  RoutedTokens random_routed_tokens(int64_t n, int64_t D, int64_t E, int64_t top_k) {
+    RoutedTokens r;
+    r.x = random(static_cast<size_t>(n * D));
+    for (float& v : r.x) v = round_to_bf16(v);
+    r.ids.resize(static_cast<size_t>(n * top_k));
+    r.weights.resize(r.ids.size());
+    MoeConfig c;
+    c.n_routed_experts = E;
+    c.top_k = top_k;
+    const std::vector<float> logits = random(static_cast<size_t>(n * E));
+    route_tokens(c, logits.data(), n, {}, r.ids.data(), r.weights.data());
+    return r;
   }
 };
 
@@ -78,6 +100,16 @@ inline double rel_error(const std::vector<float>& got, const std::vector<float>&
     ref += want[i] * static_cast<double>(want[i]);
   }
   return std::sqrt(diff / std::max(ref, 1e-30));
+}
+
+// MoeGroups over one buffer of pairs + 2 E + 2 ints, laid out as the model lays them out.
+inline MoeGroups moe_groups_in(int32_t* buffer, int64_t pairs, int64_t E) {
+  MoeGroups g;
+  g.offsets = buffer;
+  g.sorted = g.offsets + E + 1;
+  g.active = g.sorted + pairs;
+  g.n_active = g.active + E;
+  return g;
 }
 
 // A test over one model fixture (the parameter): skips without a device or the fixture; load()

@@ -390,9 +390,10 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
     expert_gemms(layer, groups, route.ids, n);
   } else if (fp8_experts_) {  // W8A8: the tokens quantized for gate|up, then each pair's SwiGLU row for down
     const int64_t max_active = std::min(E, pairs), I = e.moe_intermediate_size;
-    moe_fp8_gemv_swiglu(layer.experts_gate_up.fp8_weight(), I, D, quantize_activations(normed_.data(), n, D, n), K, groups, max_active,
-                        expert_act_.data(), stream_);
-    moe_fp8_gemv_down(layer.experts_down.fp8_weight(), D, I, quantize_activations(expert_act_.data(), pairs, I, pairs), groups,
+    const MoeKernel kernel = choose_moe_kernel(pairs, max_active);
+    moe_fp8_gemv_swiglu(kernel, layer.experts_gate_up.fp8_weight(), I, D, quantize_activations(normed_.data(), n, D, n), K, groups,
+                        max_active, expert_act_.data(), stream_);
+    moe_fp8_gemv_down(kernel, layer.experts_down.fp8_weight(), D, I, quantize_activations(expert_act_.data(), pairs, I, pairs), groups,
                       max_active, expert_out_.data(), stream_);
   } else {
     const int64_t max_active = std::min(E, pairs);

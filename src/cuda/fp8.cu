@@ -226,6 +226,83 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) moe_fp8_gemv_kernel(Fp8Wei
   }
 }
 
+// The grouped expert matmuls on tensor cores for experts with several pairs (choose_moe_kernel),
+// the FP8 counterpart of moe.cu's moe_mma_kernel: block = (16-row tile of one expert, active
+// expert), 4 warps taking the 128-channel groups w, w + 4, ...; in a group, four mma.sync
+// m16n8k32 e4m3 multiply the tile's rows (A: weight bytes straight from global memory into the
+// fragments, no decoding) by 8 of the expert's pairs (B: their quantized rows); the group's sums
+// then take the two scales (weight block of the row, activation group of the pair).
+constexpr int kFp8MmaWarps = 4;
+
+template <bool kSwiGLU>
+__global__ void __launch_bounds__(kFp8MmaWarps * 32) moe_fp8_mma_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x,
+                                                                        int64_t x_per_pair_div, MoeGroups g, bf16* act, float* out) {
+  dependency_wait();
+  if (static_cast<int>(blockIdx.y) >= *g.n_active) return;
+  constexpr int kOuts = kSwiGLU ? 2 : 1;
+  __shared__ float partial[kFp8MmaWarps][kOuts][32][4];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+  const int64_t e = g.active[blockIdx.y];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * 16;
+  // This lane's two weight rows (gid, gid + 8) of each output, clamped inside the matrix, and
+  // their scale rows.
+  const uint8_t* wr[kOuts][2];
+  const float* ws[kOuts][2];
+#pragma unroll
+  for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = (e * kOuts + o) * M + (r0 + gid + 8 * h < M ? r0 + gid + 8 * h : M - 1);
+      wr[o][h] = w.w + row * K + 4 * tig;
+      ws[o][h] = w.scales + static_cast<int64_t>(w.scale_row[row]) * w.scale_ld;
+    }
+  const int groups = static_cast<int>(K / kFp8Group);
+  const int begin = g.offsets[e], end = g.offsets[e + 1];
+  const int div = static_cast<int>(x_per_pair_div);
+  for (int chunk = begin; chunk < end; chunk += kFp8ExpertTokens) {
+    const int count = min(kFp8ExpertTokens, end - chunk);
+    // B fragments: this lane reads pair gid of the chunk (zeros past its end); the accumulators
+    // hold pairs 2 tig and 2 tig + 1, whose activation rows give their scales.
+    const bool has_pair = gid < count;
+    const uint8_t* xr = x.xq + static_cast<int64_t>(has_pair ? g.sorted[chunk + gid] / div : 0) * K + 4 * tig;
+    int acc_row[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) acc_row[j] = 2 * tig + j < count ? g.sorted[chunk + 2 * tig + j] / div : 0;
+    float acc[kOuts][4] = {};
+    for (int grp = warp; grp < groups; grp += kFp8MmaWarps) {
+      const int64_t k0 = static_cast<int64_t>(grp) * kFp8Group;
+      uint32_t a[4][kOuts][4], b[4][2];
+#pragma unroll
+      for (int step = 0; step < 4; ++step) {
+        const int64_t k = k0 + 32 * step;
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o) {
+          a[step][o][0] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][0] + k));
+          a[step][o][1] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][1] + k));
+          a[step][o][2] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][0] + k + 16));
+          a[step][o][3] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][1] + k + 16));
+        }
+        b[step][0] = has_pair ? *reinterpret_cast<const uint32_t*>(xr + k) : 0u;
+        b[step][1] = has_pair ? *reinterpret_cast<const uint32_t*>(xr + k + 16) : 0u;
+      }
+      float sum[kOuts][4] = {};
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+#pragma unroll
+        for (int o = 0; o < kOuts; ++o) mma_e4m3(sum[o], a[step][o], b[step][0], b[step][1]);
+      // sum[o][i]: row gid + 8 (i / 2), pair 2 tig + i % 2 of the chunk.
+      float x_scale[2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) x_scale[j] = x.scales[grp * x.ld + acc_row[j]];
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[o][i] = fmaf(sum[o][i], ws[o][i / 2][grp] * x_scale[i % 2], acc[o][i]);
+    }
+    store_expert_tile<kSwiGLU>(partial, acc, r0, M, count, g.sorted + chunk, act, out);
+  }
+}
+
 void check_fp8_width(int64_t K, const char* what) {
   if (K % kFp8Group != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
@@ -272,20 +349,32 @@ void add_bf16_rows(const bf16* src, int64_t n, int64_t M, const float* bias, boo
   SS_CUDA_CHECK_LAUNCH();
 }
 
-void moe_fp8_gemv_swiglu(const Fp8Weight& w_gate_up, int64_t I, int64_t K, const Fp8Activations& x, int64_t top_k, const MoeGroups& groups,
-                         int64_t max_active, bf16* act, cudaStream_t stream) {
+void moe_fp8_gemv_swiglu(MoeKernel kernel_choice, const Fp8Weight& w_gate_up, int64_t I, int64_t K, const Fp8Activations& x, int64_t top_k,
+                         const MoeGroups& groups, int64_t max_active, bf16* act, cudaStream_t stream) {
   if (max_active == 0) return;
   check_fp8_width(K, "moe_fp8_gemv_swiglu: hidden size must be a multiple of 128");
+  if (kernel_choice == MoeKernel::kTensorCores) {
+    const dim3 grid(static_cast<unsigned>((I + 15) / 16), static_cast<unsigned>(max_active));
+    launch(moe_fp8_mma_kernel<true>, grid, kFp8MmaWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+    SS_CUDA_CHECK_LAUNCH();
+    return;
+  }
   const dim3 grid(blocks_for(I, kFp8GemvWarps), static_cast<unsigned>(max_active));
   const auto kernel = default_fp8_decode() == Fp8Decode::kConversionUnits ? moe_fp8_gemv_kernel<true, false> : moe_fp8_gemv_kernel<true, true>;
   launch(kernel, grid, kFp8GemvWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
   SS_CUDA_CHECK_LAUNCH();
 }
 
-void moe_fp8_gemv_down(const Fp8Weight& w_down, int64_t M, int64_t I, const Fp8Activations& act, const MoeGroups& groups,
+void moe_fp8_gemv_down(MoeKernel kernel_choice, const Fp8Weight& w_down, int64_t M, int64_t I, const Fp8Activations& act, const MoeGroups& groups,
                        int64_t max_active, float* out, cudaStream_t stream) {
   if (max_active == 0) return;
   check_fp8_width(I, "moe_fp8_gemv_down: expert width must be a multiple of 128");
+  if (kernel_choice == MoeKernel::kTensorCores) {
+    const dim3 grid(static_cast<unsigned>((M + 15) / 16), static_cast<unsigned>(max_active));
+    launch(moe_fp8_mma_kernel<false>, grid, kFp8MmaWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
+    SS_CUDA_CHECK_LAUNCH();
+    return;
+  }
   const dim3 grid(blocks_for(M, kFp8GemvWarps), static_cast<unsigned>(max_active));
   const auto kernel = default_fp8_decode() == Fp8Decode::kConversionUnits ? moe_fp8_gemv_kernel<false, false> : moe_fp8_gemv_kernel<false, true>;
   launch(kernel, grid, kFp8GemvWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);

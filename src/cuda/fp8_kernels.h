@@ -53,11 +53,13 @@ void fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x,
 // added into the float32 residual stream.
 void add_bf16_rows(const bf16* src, int64_t n, int64_t M, const float* bias, bool accumulate, float* y, cudaStream_t stream);
 
-// The grouped expert GEMVs of deepseek_kernels.h over FP8 experts (stacked as there: gate rows,
-// then up rows per expert). x holds one quantized row per token (swiglu) or per pair (down).
-void moe_fp8_gemv_swiglu(const Fp8Weight& w_gate_up, int64_t I, int64_t K, const Fp8Activations& x, int64_t top_k, const MoeGroups& groups,
-                         int64_t max_active, bf16* act, cudaStream_t stream);
-void moe_fp8_gemv_down(const Fp8Weight& w_down, int64_t M, int64_t I, const Fp8Activations& act, const MoeGroups& groups,
+// The grouped expert matmuls of deepseek_kernels.h over FP8 experts (stacked as there: gate
+// rows, then up rows per expert): the CUDA-core GEMV, or tensor cores (mma.sync m16n8k32 e4m3 on
+// the weight bytes as they are) for experts with several pairs (choose_moe_kernel). x holds one
+// quantized row per token (swiglu) or per pair (down).
+void moe_fp8_gemv_swiglu(MoeKernel kernel, const Fp8Weight& w_gate_up, int64_t I, int64_t K, const Fp8Activations& x, int64_t top_k,
+                         const MoeGroups& groups, int64_t max_active, bf16* act, cudaStream_t stream);
+void moe_fp8_gemv_down(MoeKernel kernel, const Fp8Weight& w_down, int64_t M, int64_t I, const Fp8Activations& act, const MoeGroups& groups,
                        int64_t max_active, float* out, cudaStream_t stream);
 
 }  // namespace seekserve::cuda

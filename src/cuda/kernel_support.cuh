@@ -124,6 +124,50 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// The end of a tensor-core expert tile (moe.cu, fp8.cu): every warp's accumulators of a 16-row
+// tile x 8 pairs (acc[o][i]: row gid + 8 (i / 2), pair 2 tig + i % 2) summed in warp order (results
+// do not depend on timing) and stored by warp 0 as moe_gemv's outputs; `sorted_chunk` lists the
+// chunk's pairs. Leaves `partial` free for the next chunk.
+template <bool kSwiGLU, int kOuts, int kWarps>
+__device__ __forceinline__ void store_expert_tile(float (&partial)[kWarps][kOuts][32][4], const float (&acc)[kOuts][4], int64_t r0,
+                                                  int64_t M, int count, const int32_t* sorted_chunk, bf16* act, float* out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+#pragma unroll
+  for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][o][lane][i] = acc[o][i];
+  __syncthreads();
+  if (warp == 0) {
+    float v[kOuts][4] = {};
+#pragma unroll
+    for (int p = 0; p < kWarps; ++p)
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[o][i] += partial[p][o][lane][i];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = r0 + gid + 8 * (i / 2);
+      const int token = 2 * tig + i % 2;
+      if (row >= M || token >= count) continue;
+      const int64_t pair = sorted_chunk[token];
+      if constexpr (kSwiGLU) act[pair * M + row] = __float2bfloat16_rn(silu_times(v[0][i], v[1][i]));
+      else out[pair * M + row] = v[0][i];
+    }
+  }
+  __syncthreads();
+}
+
+// c += a b on tensor cores for e4m3 operands: a 16 x 32 (rows gid, gid + 8; 4 bytes of k each
+// per register: a[0] row gid k 4 tig.., a[1] row gid + 8, a[2]/a[3] the same at k + 16), b 32 x 8
+// (b0 column gid k 4 tig.., b1 at k + 16), c 16 x 8 float32 as in mma_bf16.
+__device__ __forceinline__ void mma_e4m3(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // Eight bf16 (one 16-byte load) as float.
 __device__ __forceinline__ void bf16x8_to_float(const uint4& v, float* out) {
   const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);

@@ -312,31 +312,7 @@ __global__ void __launch_bounds__(kExpertWarps * 32) moe_mma_kernel(const bf16* 
 #pragma unroll
         for (int o = 0; o < kOuts; ++o) mma_bf16(acc[o], a[u][o], b[u][0], b[u][1]);  // zero B past the end adds 0
     }
-#pragma unroll
-    for (int o = 0; o < kOuts; ++o)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) partial[warp][o][lane][i] = acc[o][i];
-    __syncthreads();
-    if (warp == 0) {
-      float v[kOuts][4] = {};
-#pragma unroll
-      for (int p = 0; p < kExpertWarps; ++p)  // fixed order: results do not depend on timing
-#pragma unroll
-        for (int o = 0; o < kOuts; ++o)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) v[o][i] += partial[p][o][lane][i];
-      // acc[i]: row gid + 8 (i / 2), token 2 tig + i % 2.
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t row = r0 + gid + 8 * (i / 2);
-        const int token = 2 * tig + i % 2;
-        if (row >= M || token >= count) continue;
-        const int64_t pair = g.sorted[chunk + token];
-        if constexpr (kSwiGLU) act[pair * M + row] = __float2bfloat16_rn(silu_times(v[0][i], v[1][i]));
-        else out[pair * M + row] = v[0][i];
-      }
-    }
-    __syncthreads();  // partial is rewritten by the next chunk
+    store_expert_tile<kSwiGLU>(partial, acc, r0, M, count, g.sorted + chunk, act, out);
   }
 }
 
