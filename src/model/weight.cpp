@@ -111,7 +111,10 @@ Weight weight_to_fp8_block(const Weight& w, int64_t block_rows, int64_t block_co
   const int64_t srows = (w.rows + block_rows - 1) / block_rows, scols = (w.cols + block_cols - 1) / block_cols;
   auto q = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(w.rows * w.cols));
   auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols));
-  for (int64_t br = 0; br < srows; ++br)
+  // Block rows over the hardware threads: quantizing a model's bf16 experts at load (--dtype fp8)
+  // is billions of elements.
+  parallel_for_index(static_cast<size_t>(srows), [&](size_t block_row) {
+    const auto br = static_cast<int64_t>(block_row);
     for (int64_t bc = 0; bc < scols; ++bc) {
       const int64_t r1 = std::min(w.rows, (br + 1) * block_rows), c1 = std::min(w.cols, (bc + 1) * block_cols);
       float amax = 0.0f;
@@ -122,6 +125,7 @@ Weight weight_to_fp8_block(const Weight& w, int64_t block_rows, int64_t block_co
       for (int64_t r = br * block_rows; r < r1; ++r)
         for (int64_t c = bc * block_cols; c < c1; ++c) (*q)[static_cast<size_t>(r * w.cols + c)] = f32_to_fp8_e4m3(v[r * w.cols + c] / scale);
     }
+  });
   return owned_quantized_weight(WeightFormat::kF8Block, w.rows, w.cols, q, scales, block_rows, block_cols);
 }
 
