@@ -88,6 +88,10 @@ int run_kernel_bench(const BenchFlags& f) {
   if (!timing.ok()) return report_error(timing.status());
   const cuda::DeviceCeilings ceilings = cuda::measure_device_ceilings();
   const double read_GBps = timing->latent_bytes / (timing->ms_median * 1e-3) / 1e9;
+  // q.k over the latent and rotary parts and p.v over the latent, every head and cached position:
+  // with V3's 128 heads a call is as much tensor-core work as memory traffic (see PERF).
+  const double flops = 2.0 * static_cast<double>(shape.batch * shape.context * shape.n_heads * (2 * shape.kv_rank + shape.rope_dim));
+  const double tflops = flops / (timing->ms_median * 1e-3) / 1e12;
   nlohmann::json out = {{"kernel", f.kernel},
                         {"model", f.model},
                         {"isa", ceilings.name},
@@ -102,14 +106,16 @@ int run_kernel_bench(const BenchFlags& f) {
                         {"latent_bytes", timing->latent_bytes},
                         {"read_GBps", read_GBps},
                         {"measured_bandwidth_GBps", ceilings.copy_GBps},
-                        {"bandwidth_share", read_GBps / ceilings.copy_GBps}};
+                        {"bandwidth_share", read_GBps / ceilings.copy_GBps},
+                        {"attention_TFLOPs", tflops},
+                        {"measured_bf16_gemm_TFLOPs", ceilings.bf16_tflops}};
   if (f.json) {
     std::printf("%s\n", out.dump().c_str());
   } else {
-    std::printf("MLA decode, %lld heads, latent %lld + %lld, batch %lld x %lld positions: %.3f ms (median), %.1f GB/s of latent rows = %.0f%% of the %.0f GB/s copy bandwidth\n",
+    std::printf("MLA decode, %lld heads, latent %lld + %lld, batch %lld x %lld positions: %.3f ms (median), %.1f GB/s of latent rows = %.0f%% of the %.0f GB/s copy bandwidth, %.1f TFLOP/s\n",
                 static_cast<long long>(shape.n_heads), static_cast<long long>(shape.kv_rank), static_cast<long long>(shape.rope_dim),
                 static_cast<long long>(shape.batch), static_cast<long long>(shape.context), timing->ms_median, read_GBps,
-                100.0 * read_GBps / ceilings.copy_GBps, ceilings.copy_GBps);
+                100.0 * read_GBps / ceilings.copy_GBps, ceilings.copy_GBps, tflops);
   }
   return 0;
 #else
