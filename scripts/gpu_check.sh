@@ -2,7 +2,7 @@
 # One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
 # then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
 # scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
-#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer]
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8lite)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
@@ -64,6 +64,11 @@ if want fp8; then
     SEEKSERVE_CUDA_FP8_GEMV_CVT=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32
     bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32
   done
+fi
+if want fp8lite; then
+  # DeepSeek-V2-Lite quantized to FP8 at load (the issue's batch-32 goal; bf16 cannot reach it).
+  echo "== benchmarks: DeepSeek-V2-Lite FP8"
+  for b in 1 32; do bench --model configs/deepseek-v2-lite.json --dtype fp8 --prompt-tokens 128 --gen-tokens 64 --batch $b; done
 fi
 if want peer && [ -f "$bin/peer_graph.py" ]; then
   echo "== peer (PyTorch CUDA graph)"
