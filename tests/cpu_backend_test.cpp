@@ -9,6 +9,7 @@
 
 #include "backend/cpu_backend.h"
 #include "core/dtype.h"
+#include "cuda/fp8_decode.h"
 #include "test_support.h"
 
 namespace seekserve {
@@ -327,6 +328,20 @@ TEST(ThreadPoolTest, RunsEveryTaskOnceAcrossManyRuns) {
     std::vector<std::atomic<int>> hits(static_cast<size_t>(run % 17 + 1));
     pool.run(static_cast<int64_t>(hits.size()), [&](int64_t t) { hits[static_cast<size_t>(t)].fetch_add(1); });
     for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+  }
+}
+
+// The GPU FP8 GEMVs' integer decoding of e4m3 (cuda/fp8_decode.h, plain C++ on the host)
+// against the reference conversion for every code but the two NaNs: exact, subnormals included,
+// whatever the bytes below the code hold.
+TEST(Fp8DecodeTest, IntegerDecodingMatchesTheReferenceForEveryCode) {
+  for (uint32_t code = 0; code < 256; ++code) {
+    if ((code & 0x7f) == 0x7f) continue;
+    const float want = fp8_e4m3_to_f32(static_cast<uint8_t>(code));
+    for (uint32_t below : {0x000000u, 0xabcdefu, 0xffffffu}) {
+      const float raw = cuda::e4m3_top_byte_to_raw_float(code << 24 | below);
+      EXPECT_EQ(raw * cuda::kFp8RawScale, want) << "code " << code << " below " << below;
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "cuda/fp8_decode.h"
 #include "cuda/fp8_kernels.h"
 #include "cuda/kernel_support.cuh"
 
@@ -58,11 +59,8 @@ __device__ __forceinline__ void fp8x16_to_float(const uint4& v, float* out) {
   }
 }
 
-// The same 16 values with integer operations only, each as 2^-120 times its value, exactly:
-// the byte's sign goes to bit 31 and its exponent and mantissa to bits 30..20, which reads as a
-// float32 (bias 127) of the e4m3 value (bias 7) scaled by 2^-120 — e4m3 subnormals become float32
-// subnormals of the same digits. The 2^120 is folded into the scales.
-constexpr float kFp8RawScale = 0x1p120f;
+// The same 16 values with integer operations only, each as 2^-120 times its value (fp8_decode.h);
+// the 2^120 is folded into the scales.
 __device__ __forceinline__ void fp8x16_to_raw_float(const uint4& v, float* out) {
   const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -70,7 +68,7 @@ __device__ __forceinline__ void fp8x16_to_raw_float(const uint4& v, float* out) 
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const uint32_t t = words[i] << (24 - 8 * j);  // byte j on top
-      out[4 * i + j] = __uint_as_float((t & 0x80000000u) | ((t >> 4) & 0x07F00000u));
+      out[4 * i + j] = e4m3_top_byte_to_raw_float(t);
     }
   }
 }
