@@ -177,10 +177,10 @@ void CudaCausalLM::normed_linear(const DeviceMatrix& w, const float* hidden, con
 }
 
 void CudaCausalLM::mlp(const DeviceMatrix& gate_up, const DeviceMatrix& down, const float* norm_weight, float eps, float* hidden,
-                       int64_t n, const MlpScratch& s) {
+                       int64_t n, const MlpScratch& s, bool input_normed) {
   const int64_t I = down.cols;
   if (gate_up.is_fp8()) {
-    rms_norm(hidden, nullptr, norm_weight, n, gate_up.cols, eps, s.normed, stream_);
+    if (!input_normed) rms_norm(hidden, nullptr, norm_weight, n, gate_up.cols, eps, s.normed, stream_);
     if (n > kGemvMaxTokens && fp8_gemm_available(gate_up, n)) {
       silu_mul(fp8_gemm(gate_up, s.normed, n), n, I, s.act, stream_);
     } else {  // the GEMV, 8 tokens at a time (gate_up_f32 holds 8 rows)
@@ -196,10 +196,11 @@ void CudaCausalLM::mlp(const DeviceMatrix& gate_up, const DeviceMatrix& down, co
   if (fuse_inputs_ && gemv_builds_input(n, gate_up.cols)) {
     gemv_swiglu(gate_up.data.data(), I, gate_up.cols, GemvInput::normed(hidden, nullptr, norm_weight, eps), n, s.act, stream_);
   } else if (n <= kGemvMaxTokens) {
-    normed_linear(gate_up, hidden, nullptr, n, norm_weight, eps, nullptr, s.normed, s.gate_up_f32);
+    if (input_normed) linear(gate_up, s.normed, n, nullptr, false, s.gate_up_f32);
+    else normed_linear(gate_up, hidden, nullptr, n, norm_weight, eps, nullptr, s.normed, s.gate_up_f32);
     silu_mul(s.gate_up_f32, n, I, s.act, stream_);
   } else {  // gate and up come out of cuBLASLt as bf16 (as they would in a bf16 model): half the bytes
-    rms_norm(hidden, nullptr, norm_weight, n, gate_up.cols, eps, s.normed, stream_);
+    if (!input_normed) rms_norm(hidden, nullptr, norm_weight, n, gate_up.cols, eps, s.normed, stream_);
     gemm_.run(gate_up.data.data(), gate_up.rows, gate_up.cols, s.normed, n, s.gate_up_bf16, stream_);
     silu_mul(s.gate_up_bf16, n, I, s.act, stream_);
   }

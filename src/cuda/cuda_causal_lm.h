@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <map>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -136,8 +137,10 @@ class CudaCausalLM : public CausalLM {
     bf16* gate_up_bf16;
     bf16* act;
   };
+  // input_normed: scratch.normed already holds rms_norm(hidden) * norm_weight for the n rows (an
+  // MoE layer's shared experts read what its router read), so no path computes it again.
   void mlp(const DeviceMatrix& gate_up, const DeviceMatrix& down, const float* norm_weight, float eps, float* hidden, int64_t n,
-           const MlpScratch& scratch);
+           const MlpScratch& scratch, bool input_normed = false);
   // The paged KV cache on the device, per layer: rows of kv_layout().a_width and .b_width bf16
   // (keys and values, or c_kv and k_pe), grown to the pool's rows before each step.
   bf16* cache_a(int64_t layer) const { return cache_a_[static_cast<size_t>(layer)].data(); }
@@ -213,5 +216,13 @@ class CudaCausalLM : public CausalLM {
   // Captured decode graphs by step shape; any buffer reallocation invalidates them all.
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool>, cudaGraphExec_t> graphs_;
 };
+
+// A family's model built from its config, its weights bound (make_cuda_dense, make_cuda_deepseek).
+template <typename Model, typename Config>
+Result<std::unique_ptr<CausalLM>> make_bound_model(Config config, ConfigReader& reader, WeightBinder& binder) {
+  auto model = std::make_unique<Model>(std::move(config));
+  SS_RETURN_IF_ERROR(model->bind(reader, binder));
+  return std::unique_ptr<CausalLM>(std::move(model));
+}
 
 }  // namespace seekserve::cuda

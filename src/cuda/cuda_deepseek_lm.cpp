@@ -312,23 +312,37 @@ void CudaDeepseekLM::attention(const Layer& layer, int64_t i, const StepShape& s
   p.partial = partial_.data();
   if (shape.decode()) {
     mla_attention(p, stream_);
-  } else {  // prefill: long chunks through GEMMs, short ones through the kernel, sequence by sequence
+  } else {  // prefill: long chunks through GEMMs; runs of consecutive short ones through one kernel launch each
+    int64_t run_begin = 0, run_n = 0;
+    auto flush_run = [&] {
+      if (run_n == n) return mla_attention(p, stream_);  // every chunk short: the step as a whole
+      if (run_n == 0) return;
+      MlaAttentionParams run = p;  // tokens [run_begin, run_begin + run_n), unsplit (partial_ is sized for the step)
+      run.q_latent = p.q_latent + run_begin * H * R;
+      run.q = p.q + run_begin * q_stride;
+      run.token_seq = p.token_seq + run_begin;
+      run.positions = p.positions + run_begin;
+      run.n_tokens = run_n;
+      run.out = p.out + run_begin * H * R;
+      run.n_splits = 1;
+      mla_attention(run, stream_);
+    };
     for (size_t seq = 0; seq < segments_.size(); ++seq) {
       const StepSegment& seg = segments_[seq];
-      if (seg.n >= mla_gemm_min_tokens_) {
-        mla_prefill_with_gemms(seg, static_cast<int64_t>(seq), q, q_stride, prep.c_kv_pool, prep.k_pe_pool, shape, in);
+      if (seg.n < mla_gemm_min_tokens_) {
+        if (run_n > 0 && seg.begin != run_begin + run_n) {  // not adjacent: a run of its own
+          flush_run();
+          run_n = 0;
+        }
+        if (run_n == 0) run_begin = seg.begin;
+        run_n += seg.n;
         continue;
       }
-      MlaAttentionParams one = p;
-      one.q_latent = p.q_latent + seg.begin * H * R;
-      one.q = p.q + seg.begin * q_stride;
-      one.token_seq = p.token_seq + seg.begin;
-      one.positions = p.positions + seg.begin;
-      one.n_tokens = seg.n;
-      one.out = p.out + seg.begin * H * R;
-      one.n_splits = 1;
-      mla_attention(one, stream_);
+      flush_run();
+      run_n = 0;
+      mla_prefill_with_gemms(seg, static_cast<int64_t>(seq), q, q_stride, prep.c_kv_pool, prep.k_pe_pool, shape, in);
     }
+    flush_run();
   }
   // Un-absorb: v[t, h] = W_uv[h] out_latent[t, h]; then o_proj into the residual stream.
   head_matmul(layer.w_uv.data.data(), H, V, R, out_latent_.data(), H * R, R, n, attn_v_.data(), stream_);
@@ -403,9 +417,9 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
     moe_gemv_down(kernel, layer.experts_down.data.data(), D, e.moe_intermediate_size, expert_act_.data(), groups, max_active,
                   expert_out_.data(), stream_);
   }
-  if (layer.shared_down.rows > 0)  // reads hidden before the routed outputs are added
+  if (layer.shared_down.rows > 0)  // reads hidden before the routed outputs are added; normed_ is the router's input
     mlp(layer.shared_gate_up, layer.shared_down, layer.post_attention_norm.data(), c.rms_norm_eps, hidden, n,
-        {normed_.data(), gate_up_.data(), gate_up_bf16_.data(), act_.data()});
+        {normed_.data(), gate_up_.data(), gate_up_bf16_.data(), act_.data()}, /*input_normed=*/true);
   moe_combine(expert_out_.data(), gemms ? row_of_pair_.data() : nullptr, route.weights, n, K, D, hidden, stream_);
 }
 
@@ -466,9 +480,7 @@ void CudaDeepseekLM::report_routing(const RoutingObserver& on_routing, const Ste
 }  // namespace
 
 Result<std::unique_ptr<CausalLM>> make_cuda_deepseek(DeepseekConfig config, ConfigReader& reader, WeightBinder& binder) {
-  auto model = std::make_unique<CudaDeepseekLM>(std::move(config));
-  SS_RETURN_IF_ERROR(model->bind(reader, binder));
-  return std::unique_ptr<CausalLM>(std::move(model));
+  return make_bound_model<CudaDeepseekLM>(std::move(config), reader, binder);
 }
 
 }  // namespace seekserve::cuda

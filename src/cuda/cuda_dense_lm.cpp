@@ -175,9 +175,7 @@ void CudaDenseLM::enqueue_layers(const StepShape& shape, const StepInputs& in, c
 }  // namespace
 
 Result<std::unique_ptr<CausalLM>> make_cuda_dense(DenseDecoderConfig config, ConfigReader& reader, WeightBinder& binder) {
-  auto model = std::make_unique<CudaDenseLM>(std::move(config));
-  SS_RETURN_IF_ERROR(model->bind(reader, binder));
-  return std::unique_ptr<CausalLM>(std::move(model));
+  return make_bound_model<CudaDenseLM>(std::move(config), reader, binder);
 }
 
 }  // namespace seekserve::cuda
