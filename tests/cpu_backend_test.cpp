@@ -9,7 +9,6 @@
 
 #include "backend/cpu_backend.h"
 #include "core/dtype.h"
-#include "cuda/fp8_decode.h"
 #include "test_support.h"
 
 namespace seekserve {
@@ -322,26 +321,44 @@ TEST(Fp8Test, BlockWeightsAndActivationGroupsRoundWithinE4m3) {
   EXPECT_NE(q[4], 0.0f) << "a small value next to the big one only loses precision, it is not flushed";
 }
 
+// Rounding to e4m3 against a brute-force search over the 127 non-negative finite codes: the
+// nearest code, ties to the even one, saturating at 448. Checked at every code's value, every
+// midpoint between neighbours (the ties), one float either side of each midpoint, and random
+// values across the whole range.
+TEST(Fp8Test, RoundingToE4m3MatchesTheNearestCodeSearch) {
+  auto nearest = [](float f) {
+    const float a = std::fabs(f);
+    int best = 0;
+    for (int code = 1; code <= 0x7e; ++code) {
+      const float d = std::fabs(fp8_e4m3_to_f32(static_cast<uint8_t>(code)) - a), d_best = std::fabs(fp8_e4m3_to_f32(static_cast<uint8_t>(best)) - a);
+      if (d < d_best || (d == d_best && code % 2 == 0)) best = code;
+    }
+    return static_cast<uint8_t>((std::signbit(f) ? 0x80 : 0) | best);
+  };
+  std::vector<float> probes = {0.0f, -0.0f, 448.0f, 449.0f, 464.0f, 1e6f, -1e6f, 1e-30f, 1e-3f * 0.9765625f};
+  for (int code = 0; code <= 0x7e; ++code) {
+    const float v = fp8_e4m3_to_f32(static_cast<uint8_t>(code));
+    probes.push_back(v);
+    if (code == 0x7e) break;
+    const float mid = (v + fp8_e4m3_to_f32(static_cast<uint8_t>(code + 1))) / 2.0f;  // exact in float
+    probes.insert(probes.end(), {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)});
+  }
+  std::mt19937 rng(5);
+  for (int i = 0; i < 20000; ++i) probes.push_back(std::ldexp(std::uniform_real_distribution<float>(1.0f, 2.0f)(rng), i % 22 - 13));
+  for (float p : probes)
+    for (float f : {p, -p}) {
+      const uint8_t want = std::fabs(f) >= 448.0f ? static_cast<uint8_t>((std::signbit(f) ? 0x80 : 0) | 0x7e) : nearest(f);
+      ASSERT_EQ(f32_to_fp8_e4m3(f), want) << f;
+    }
+  EXPECT_EQ(f32_to_fp8_e4m3(std::nanf("")) & 0x7f, 0x7f);
+}
+
 TEST(ThreadPoolTest, RunsEveryTaskOnceAcrossManyRuns) {
   ThreadPool pool(3);
   for (int run = 0; run < 200; ++run) {
     std::vector<std::atomic<int>> hits(static_cast<size_t>(run % 17 + 1));
     pool.run(static_cast<int64_t>(hits.size()), [&](int64_t t) { hits[static_cast<size_t>(t)].fetch_add(1); });
     for (auto& h : hits) ASSERT_EQ(h.load(), 1);
-  }
-}
-
-// The GPU FP8 GEMVs' integer decoding of e4m3 (cuda/fp8_decode.h, plain C++ on the host)
-// against the reference conversion for every code but the two NaNs: exact, subnormals included,
-// whatever the bytes below the code hold.
-TEST(Fp8DecodeTest, IntegerDecodingMatchesTheReferenceForEveryCode) {
-  for (uint32_t code = 0; code < 256; ++code) {
-    if ((code & 0x7f) == 0x7f) continue;
-    const float want = fp8_e4m3_to_f32(static_cast<uint8_t>(code));
-    for (uint32_t below : {0x000000u, 0xabcdefu, 0xffffffu}) {
-      const float raw = cuda::e4m3_top_byte_to_raw_float(code << 24 | below);
-      EXPECT_EQ(raw * cuda::kFp8RawScale, want) << "code " << code << " below " << below;
-    }
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 
 namespace seekserve {
 
@@ -89,21 +90,18 @@ float fp8_e4m3_to_f32(uint8_t bits) { return kFp8Table[bits]; }
 uint8_t f32_to_fp8_e4m3(float f) {
   if (std::isnan(f)) return 0x7f;
   const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
-  float a = std::fabs(f);
-  if (a >= 448.0f) return sign | 0x7e;
-  // Codes 0..126 are the non-negative finite values in increasing order: binary search, then
-  // pick the nearer neighbour (ties to the even code).
-  int lo = 0, hi = 0x7e;
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (kFp8Table[mid] < a) lo = mid + 1; else hi = mid;
-  }
-  int best = lo;
-  if (lo > 0) {
-    const float below = a - kFp8Table[lo - 1], above = kFp8Table[lo] - a;
-    if (below < above || (below == above && ((lo - 1) & 1) == 0)) best = lo - 1;
-  }
-  return sign | static_cast<uint8_t>(best);
+  const float a = std::fabs(f);
+  if (a >= 448.0f) return sign | 0x7e;  // saturate (DeepSeek's quantization clamps to +-448)
+  // Below 2^-6 the codes are multiples of 2^-9 (code m = m * 2^-9, code 8 = 2^-6 the first
+  // normal): round a * 512, exact, to the nearest integer, ties to even.
+  if (a < 0.015625f) return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
+  // Normal: keep 3 of float's 23 mantissa bits, rounding to nearest even on the 20 dropped (a
+  // carry moves into the exponent, as it should). Float's exponent bias is 127, e4m3's 7, so
+  // the top bits minus 120 << 3 are the code; a < 448 keeps it at most 0x7e.
+  uint32_t bits;
+  std::memcpy(&bits, &a, sizeof bits);
+  const uint32_t rounded = (bits + 0x7ffffu + ((bits >> 20) & 1u)) >> 20;
+  return sign | static_cast<uint8_t>(rounded - (120u << 3));
 }
 
 }  // namespace seekserve

@@ -57,16 +57,22 @@ struct Weight {
 
 // Owned int8 copy with per-row scales (max |w| / 127), from any format.
 Weight weight_to_i8(const Weight& w);
-// A weight owning its quantized elements and their scales (kI8Row: one per row; kF8Block: one
-// per block_rows x block_cols block).
+// The first element of a weight buffer: a vector, or an array made without initialization.
 template <typename Element>
-Weight owned_quantized_weight(WeightFormat format, int64_t rows, int64_t cols, std::shared_ptr<std::vector<Element>> elements,
+const Element* buffer_data(const std::shared_ptr<std::vector<Element>>& b) { return b->data(); }
+template <typename Element>
+const Element* buffer_data(const std::shared_ptr<Element[]>& b) { return b.get(); }
+
+// A weight owning its quantized elements and their scales (kI8Row: one per row; kF8Block: one
+// per block_rows x block_cols block). Elements: shared_ptr to a vector or an array.
+template <typename Elements>
+Weight owned_quantized_weight(WeightFormat format, int64_t rows, int64_t cols, Elements elements,
                               std::shared_ptr<std::vector<float>> scales, int64_t block_rows = 128, int64_t block_cols = 128) {
   Weight out;
   out.format = format;
   out.rows = rows;
   out.cols = cols;
-  out.data = elements->data();
+  out.data = buffer_data(elements);
   out.scale_inv = scales->data();
   out.block_rows = block_rows;
   out.block_cols = block_cols;

@@ -177,8 +177,11 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
   const size_t n = static_cast<size_t>(rows * cols);
   if (fp8 && keep == Keep::kWorking && (options_.dtype == ComputeDType::kBF16 || options_.dtype == ComputeDType::kFP8)) {
     const int64_t br = options_.fp8_block_rows, bc = options_.fp8_block_cols;
-    auto bytes = std::make_shared<std::vector<uint8_t>>(n);
-    parallel_for_index(n, [&](size_t i) { (*bytes)[i] = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f); });
+    // Arrays made without zeroing: each generating thread is first to touch its pages, so the
+    // kernel's page clearing runs on every thread, not on this one before them (that and a
+    // binary-search e4m3 rounding made a 62 GB FP8 model take 100 s to generate).
+    auto bytes = std::make_shared_for_overwrite<uint8_t[]>(n);
+    parallel_for_index(n, [&](size_t i) { bytes[i] = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f); });
     const int64_t srows = (rows + br - 1) / br, scols = (cols + bc - 1) / bc;
     auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols), amplitude / 240.0f);
     return owned_quantized_weight(WeightFormat::kF8Block, rows, cols, bytes, scales, br, bc);
@@ -188,13 +191,13 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
     parallel_for_index(n, [&](size_t i) { values[i] = unit_uniform(seed, i) * amplitude; });
     return weight_from_f32(std::move(values), rows, cols);
   }
-  auto bits = std::make_shared<std::vector<uint16_t>>(n);
-  parallel_for_index(n, [&](size_t i) { (*bits)[i] = f32_to_bf16(unit_uniform(seed, i) * amplitude); });
+  auto bits = std::make_shared_for_overwrite<uint16_t[]>(n);
+  parallel_for_index(n, [&](size_t i) { bits[i] = f32_to_bf16(unit_uniform(seed, i) * amplitude); });
   Weight w;
   w.format = WeightFormat::kBF16;
   w.rows = rows;
   w.cols = cols;
-  w.data = bits->data();
+  w.data = bits.get();
   w.storage = bits;
   return w;
 }
