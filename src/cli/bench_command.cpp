@@ -127,9 +127,16 @@ int run_bench(const BenchFlags& f) {
   if (!f.kernel.empty()) return run_kernel_bench(f);
   if (f.prompt_tokens < 1 || f.gen_tokens < 1 || f.batch < 1) return report_error(invalid_argument("--prompt-tokens, --gen-tokens and --batch must be positive"));
   std::shared_ptr<CpuBackend> backend;
+  const auto load_start = Clock::now();
+  // Phases on stderr as they end, so a run cut short still says where its time went.
+  const auto progress = [&](const char* phase) {
+    std::fprintf(stderr, "bench: %s at %.1f s\n", phase, std::chrono::duration<double>(Clock::now() - load_start).count());
+  };
   auto loaded = load_model_for_cli(f.model, f.dtype, f.dummy_weights, f.threads, &backend, f.device, f.num_layers);
   if (!loaded.ok()) return report_error(loaded.status());
   CausalLM& model = **loaded;
+  const double load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
+  progress("loaded");
   const ModelInfo& info = model.info();
   if (f.prompt_tokens + f.gen_tokens > info.max_positions) return report_error(out_of_range("prompt plus generated tokens exceed the context"));
 
@@ -170,11 +177,14 @@ int run_bench(const BenchFlags& f) {
   // library heuristics and allocations are out of the figure).
   ForwardBatch prefill;
   for (int64_t s = 0; s < f.batch; ++s) prefill.chunks.push_back({prompts[static_cast<size_t>(s)], 0, tables[static_cast<size_t>(s)], 1});
-  if (gpu)
+  if (gpu) {
     if (Status st = model.forward_batch(prefill, pool, &logits); !st.ok()) return report_error(st);
+    progress("first prefill");
+  }
   auto t0 = Clock::now();
   if (Status st = model.forward_batch(prefill, pool, &logits); !st.ok()) return report_error(st);
   const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  progress("timed prefill");
 
   // Decode: one token per sequence per step, greedy; count the experts each step selects.
   std::vector<int32_t> next(static_cast<size_t>(f.batch));
@@ -201,6 +211,7 @@ int run_bench(const BenchFlags& f) {
     for (int64_t s = 0; s < f.batch; ++s)
       next[static_cast<size_t>(s)] = logits.empty() ? greedy[static_cast<size_t>(s)] : argmax(logits.data() + s * info.vocab_size, info.vocab_size);
   }
+  progress("decode");
   std::vector<double> sorted = step_s;
   std::sort(sorted.begin(), sorted.end());
   const double step_median = sorted[sorted.size() / 2];
@@ -225,6 +236,7 @@ int run_bench(const BenchFlags& f) {
   out["prompt_tokens"] = f.prompt_tokens;
   out["gen_tokens"] = f.gen_tokens;
   out["weight_bytes"] = info.weight_bytes;
+  out["load_s"] = load_s;
   out["prefill_tokens_per_s"] = static_cast<double>(f.prompt_tokens * f.batch) / prefill_s;
   out["decode_tokens_per_s"] = decode_tps;
   out["decode_total_tokens_per_s"] = decode_tps * static_cast<double>(f.batch);
@@ -241,8 +253,10 @@ int run_bench(const BenchFlags& f) {
   if (gpu) {
     // Prefill FLOPs: 2 per weight per token (embedding excluded), plus the causal attention's
     // q.k and p.v over the P (P + 1) / 2 (query, key) pairs of each prompt.
-    const double matmul_flops = 2.0 * static_cast<double>(info.weight_bytes - info.embedding_bytes) / 2.0 *
-                                static_cast<double>(f.prompt_tokens * f.batch);
+    // (Models that do not report their matmul FLOPs: bf16 weights, all of them multiplied.)
+    const double per_token = info.matmul_flops_per_token > 0 ? static_cast<double>(info.matmul_flops_per_token)
+                                                             : static_cast<double>(info.weight_bytes - info.embedding_bytes);
+    const double matmul_flops = per_token * static_cast<double>(f.prompt_tokens * f.batch);
     const double pairs = static_cast<double>(f.prompt_tokens) * static_cast<double>(f.prompt_tokens + 1) / 2.0 * static_cast<double>(f.batch);
     const double attention_flops = static_cast<double>(info.attention_flops_per_pair) * pairs;
     const double flops = matmul_flops + attention_flops;

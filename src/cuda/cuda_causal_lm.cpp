@@ -119,6 +119,7 @@ int64_t CudaCausalLM::device_bytes(const DeviceMatrix& m) {
 Status CudaCausalLM::upload(const std::vector<const Weight*>& parts, DeviceMatrix* out, bool stacked_experts) {
   SS_RETURN_IF_ERROR(upload_matrix(parts, out));
   uploaded_bytes_ += device_bytes(*out);
+  uploaded_elements_ += out->rows * out->cols;
   if (out->is_fp8()) {
     fp8_max_cols_ = std::max(fp8_max_cols_, out->cols);
     if (!stacked_experts) fp8_max_linear_rows_ = std::max(fp8_max_linear_rows_, out->rows);
@@ -141,6 +142,7 @@ Status CudaCausalLM::bind_embeddings(WeightBinder& binder, bool tie_word_embeddi
   SS_RETURN_IF_ERROR(upload({&embed}, &embed_tokens_));
   SS_RETURN_IF_ERROR(upload({&norm}, &final_norm_));
   info_.embedding_bytes = device_bytes(embed_tokens_);
+  head_elements_ = V * H * (tie_word_embeddings ? 1 : 2);
   if (tie_word_embeddings) {
     lm_head_ = &embed_tokens_;
     return Status::Ok();

@@ -150,7 +150,9 @@ class CudaCausalLM : public CausalLM {
   void drop_graphs();
 
   ModelInfo info_;
-  int64_t uploaded_bytes_ = 0;  // weights held on the device (upload)
+  int64_t uploaded_bytes_ = 0;     // weights held on the device (upload)
+  int64_t uploaded_elements_ = 0;  // of which matrix elements (rows x cols of every DeviceMatrix)
+  int64_t head_elements_ = 0;      // embedding table plus an untied lm_head (bind_embeddings)
   cudaStream_t stream_ = nullptr;
   LtGemm gemm_;
   DeviceBuffer<float> rope_cos_, rope_sin_;  // upload_rope_tables

@@ -134,6 +134,7 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
   SS_RETURN_IF_ERROR(reader.status());
   SS_RETURN_IF_ERROR(bind_embeddings(binder, c.tie_word_embeddings, c.rms_norm_eps));
   const int64_t E = e.n_routed_experts;
+  int64_t expert_elements = 0;  // routed experts, all layers
   layers_.resize(static_cast<size_t>(c.n_layers));
   mlp_width_ = c.intermediate_size;
   for (int64_t i = 0; i < c.n_layers; ++i) {
@@ -176,6 +177,7 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
     SS_RETURN_IF_ERROR(upload(down, &layer.experts_down, /*stacked_experts=*/true));
     fp8_experts_ = layer.experts_gate_up.is_fp8() && layer.experts_down.is_fp8();
     info_.expert_bytes += device_bytes(layer.experts_gate_up) + device_bytes(layer.experts_down);
+    expert_elements += layer.experts_gate_up.rows * layer.experts_gate_up.cols + layer.experts_down.rows * layer.experts_down.cols;
     if (e.n_shared_experts > 0) {
       SS_RETURN_IF_ERROR(upload({&moe.shared.gate, &moe.shared.up}, &layer.shared_gate_up));
       SS_RETURN_IF_ERROR(upload({&moe.shared.down}, &layer.shared_down));
@@ -183,6 +185,8 @@ Status CudaDeepseekLM::bind(ConfigReader& reader, WeightBinder& binder) {
     }
   }
   info_.weight_bytes = uploaded_bytes_;  // as held on the device (bf16, or FP8 + scales), whatever the checkpoint format
+  const int64_t active_expert_elements = E > 0 ? expert_elements * e.top_k / E : 0;
+  info_.matmul_flops_per_token = 2 * (uploaded_elements_ - head_elements_ - expert_elements + active_expert_elements);
   info_.n_routed_experts = E;
   info_.n_moe_layers = n_moe_layers_;
   // q.k over the latent and rotary parts, p.v over the latent, per head and layer.

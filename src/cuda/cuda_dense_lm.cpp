@@ -85,6 +85,7 @@ Status CudaDenseLM::bind(ConfigReader& reader, WeightBinder& binder) {
     SS_RETURN_IF_ERROR(upload({&mlp.down}, &layer.down));
   }
   info_.weight_bytes = uploaded_bytes_;  // as held on the device (bf16), whatever the checkpoint format
+  info_.matmul_flops_per_token = 2 * (uploaded_elements_ - head_elements_);
   info_.attention_flops_per_pair = 4 * a.n_heads * a.head_dim * c.n_layers;  // 2 for q.k, 2 for p.v, per head dim
   SS_RETURN_IF_ERROR(upload_rope_tables(rope_));
   return Status::Ok();

@@ -33,6 +33,10 @@ struct ModelInfo {
   // FLOPs of q.k and p.v for one (query, visible key) pair over all layers (0: not reported);
   // prefill figures count them next to the 2 per weight of the matmuls.
   int64_t attention_flops_per_pair = 0;
+  // FLOPs of the decoder layers' weight matmuls per prompt token: 2 per weight it multiplies
+  // (routed experts counted as top_k of n_routed_experts; embedding and lm_head left out, since
+  // a prefill takes logits of its last token only). 0: not reported.
+  int64_t matmul_flops_per_token = 0;
 };
 
 // Called after the embedding (layer 0), each decoder layer (1..n) and the final norm (n+1)
