@@ -134,7 +134,7 @@ void moe_group(const int32_t* ids, int64_t n_pairs, int64_t n_experts, const Moe
 // Which kernel runs the grouped expert matmuls. Tensor cores (mma.sync 16 weight rows x 8 pairs)
 // win once experts average two or more pairs (H200, V2-Lite batch 32: 2,074 vs 1,610 tok/s); with
 // one pair an expert (batch-1 decode) the CUDA-core GEMV streams the weights faster (276 vs 243).
-// SEEKSERVE_CUDA_MOE_GEMV=1 forces the CUDA cores (to compare).
+// SEEKSERVE_CUDA_MOE_GEMV=1 forces the CUDA cores, SEEKSERVE_CUDA_MOE_MMA=1 the tensor cores (to compare).
 enum class MoeKernel { kCudaCores, kTensorCores };
 MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active);
 

@@ -4,7 +4,6 @@
 
 #include <cstdlib>
 
-#include "cuda/fp8_decode.h"
 #include "cuda/fp8_kernels.h"
 #include "cuda/kernel_support.cuh"
 
@@ -59,20 +58,6 @@ __device__ __forceinline__ void fp8x16_to_float(const uint4& v, float* out) {
   }
 }
 
-// The same 16 values with integer operations only, each as 2^-120 times its value (fp8_decode.h);
-// the 2^120 is folded into the scales.
-__device__ __forceinline__ void fp8x16_to_raw_float(const uint4& v, float* out) {
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t t = words[i] << (24 - 8 * j);  // byte j on top
-      out[4 * i + j] = e4m3_top_byte_to_raw_float(t);
-    }
-  }
-}
-
 // sum_j a[j] * b[j] over 16 values.
 __device__ __forceinline__ float dot16(const float* a, const float* b) {
   float d = 0.0f;
@@ -81,38 +66,14 @@ __device__ __forceinline__ float dot16(const float* a, const float* b) {
   return d;
 }
 
-// A weight chunk decoded for the products (returns its scale, adjusted for the raw decoding) and
-// an activation chunk decoded to its true values, by either decoding.
-template <bool kRawDecode>
-__device__ __forceinline__ float decode_weight_chunk(const uint4& v, float scale, float* out) {
-  if constexpr (kRawDecode) {
-    fp8x16_to_raw_float(v, out);
-    return scale * kFp8RawScale;
-  } else {
-    fp8x16_to_float(v, out);
-    return scale;
-  }
-}
-template <bool kRawDecode>
-__device__ __forceinline__ void decode_activation_chunk(const uint4& v, float* out) {
-  if constexpr (kRawDecode) {
-    fp8x16_to_raw_float(v, out);
-#pragma unroll
-    for (int j = 0; j < 16; ++j) out[j] *= kFp8RawScale;
-  } else {
-    fp8x16_to_float(v, out);
-  }
-}
-
 // kRows rows a warp (8 warps a block): lane l reads bytes [16 l, 16 l + 16) of each 512-byte
 // chunk of every row, which lie in one 128-channel group, so each 16-product partial sum takes
 // that group's two scales. A token's 16 activations are decoded once per chunk for all kRows
-// rows. kRawDecode: weights decoded by integer operations as 2^-120 times their value (the
-// products stay normal floats: |w x| >= 2^-138 only for subnormal pairs, which add < 2^-100 of a
-// typical sum), the activations to their true values; else both through the conversion units.
+// rows. (Decoding by integer operations instead of the conversion units measured slower on the
+// H200: 2.10 vs 1.60 ms a V3 FP8 step of 4 layers, batch 1, 2026-11-30; docs/PERF.md.)
 constexpr int kFp8GemvWarps = 8;
 
-template <int kTokens, int kRows, bool kRawDecode>
+template <int kTokens, int kRows>
 __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_gemv_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x, int n,
                                                                       const float* bias, bool accumulate, float* y, int64_t y_stride) {
   dependency_wait();
@@ -136,12 +97,15 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_gemv_kernel(Fp8Weight 
     const int64_t g = k / kFp8Group;
     float wf[kRows][16], w_scale[kRows];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) w_scale[r] = decode_weight_chunk<kRawDecode>(wv[r], ws[r][g], wf[r]);
+    for (int r = 0; r < kRows; ++r) {
+      fp8x16_to_float(wv[r], wf[r]);
+      w_scale[r] = ws[r][g];
+    }
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= n) break;
       float xf[16];
-      decode_activation_chunk<kRawDecode>(*reinterpret_cast<const uint4*>(x.xq + t * K + k), xf);
+      fp8x16_to_float(*reinterpret_cast<const uint4*>(x.xq + t * K + k), xf);
       const float x_scale = x.scales[g * x.ld + t];
 #pragma unroll
       for (int r = 0; r < kRows; ++r) acc[r][t] = fmaf(dot16(wf[r], xf), w_scale[r] * x_scale, acc[r][t]);
@@ -176,7 +140,7 @@ __global__ void add_bf16_rows_kernel(const bf16* src, int64_t n, int64_t M, cons
 // expert's pairs 8 at a time, as moe_gemv_kernel does for bf16; decoding as fp8_gemv_kernel's.
 constexpr int kFp8ExpertTokens = 8;
 
-template <bool kSwiGLU, bool kRawDecode>
+template <bool kSwiGLU>
 __global__ void __launch_bounds__(kFp8GemvWarps * 32) moe_fp8_gemv_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x,
                                                                           int64_t x_per_pair_div, MoeGroups g, bf16* act, float* out) {
   dependency_wait();
@@ -209,12 +173,15 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) moe_fp8_gemv_kernel(Fp8Wei
       const int64_t grp = k / kFp8Group;
       float wf[kOuts][16], w_scale[kOuts];
 #pragma unroll
-      for (int o = 0; o < kOuts; ++o) w_scale[o] = decode_weight_chunk<kRawDecode>(__ldcs(reinterpret_cast<const uint4*>(wr[o] + k)), ws[o][grp], wf[o]);
+      for (int o = 0; o < kOuts; ++o) {
+        fp8x16_to_float(__ldcs(reinterpret_cast<const uint4*>(wr[o] + k)), wf[o]);
+        w_scale[o] = ws[o][grp];
+      }
 #pragma unroll
       for (int tt = 0; tt < kFp8ExpertTokens; ++tt) {
         if (tt >= count) break;
         float xf[16];
-        decode_activation_chunk<kRawDecode>(*reinterpret_cast<const uint4*>(x.xq + static_cast<int64_t>(xrow[tt]) * K + k), xf);
+        fp8x16_to_float(*reinterpret_cast<const uint4*>(x.xq + static_cast<int64_t>(xrow[tt]) * K + k), xf);
         const float x_scale = x.scales[grp * x.ld + xrow[tt]];
 #pragma unroll
         for (int o = 0; o < kOuts; ++o) acc[o][tt] = fmaf(dot16(wf[o], xf), w_scale[o] * x_scale, acc[o][tt]);
@@ -305,14 +272,14 @@ void check_fp8_width(int64_t K, const char* what) {
   if (K % kFp8Group != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
 
-template <int kRows, bool kRawDecode>
+template <int kRows>
 void launch_fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate,
                      float* y, int64_t y_stride, cudaStream_t stream) {
   const unsigned grid = blocks_for(M, kFp8GemvWarps * kRows);
   const int tokens = static_cast<int>(n);
-  if (n == 1) launch(fp8_gemv_kernel<1, kRows, kRawDecode>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
-  else if (n <= 4) launch(fp8_gemv_kernel<4, kRows, kRawDecode>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
-  else launch(fp8_gemv_kernel<8, kRows, kRawDecode>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  if (n == 1) launch(fp8_gemv_kernel<1, kRows>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  else if (n <= 4) launch(fp8_gemv_kernel<4, kRows>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
+  else launch(fp8_gemv_kernel<8, kRows>, grid, kFp8GemvWarps * 32, stream, w, M, K, x, tokens, bias, accumulate, y, y_stride);
 }
 
 }  // namespace
@@ -326,18 +293,12 @@ void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* 
   SS_CUDA_CHECK_LAUNCH();
 }
 
-Fp8Decode default_fp8_decode() {
-  static const Fp8Decode decode = std::getenv("SEEKSERVE_CUDA_FP8_GEMV_CVT") ? Fp8Decode::kConversionUnits : Fp8Decode::kIntegerOps;
-  return decode;
-}
-
 void fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate, float* y,
-              int64_t y_stride, cudaStream_t stream, Fp8Decode decode) {
+              int64_t y_stride, cudaStream_t stream) {
   if (n == 0 || M == 0) return;
   check_fp8_width(K, "fp8_gemv: K must be a multiple of 128");
   if (n > 8) fail("fp8_gemv: at most 8 tokens", cudaErrorInvalidValue, __FILE__, __LINE__);
-  if (decode == Fp8Decode::kConversionUnits) launch_fp8_gemv<1, false>(w, M, K, x, n, bias, accumulate, y, y_stride, stream);
-  else launch_fp8_gemv<4, true>(w, M, K, x, n, bias, accumulate, y, y_stride, stream);
+  launch_fp8_gemv<1>(w, M, K, x, n, bias, accumulate, y, y_stride, stream);
   SS_CUDA_CHECK_LAUNCH();
 }
 
@@ -358,7 +319,7 @@ void moe_fp8_gemv_swiglu(MoeKernel kernel_choice, const Fp8Weight& w_gate_up, in
     return;
   }
   const dim3 grid(blocks_for(I, kFp8GemvWarps), static_cast<unsigned>(max_active));
-  const auto kernel = default_fp8_decode() == Fp8Decode::kConversionUnits ? moe_fp8_gemv_kernel<true, false> : moe_fp8_gemv_kernel<true, true>;
+  const auto kernel = moe_fp8_gemv_kernel<true>;
   launch(kernel, grid, kFp8GemvWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
   SS_CUDA_CHECK_LAUNCH();
 }
@@ -374,7 +335,7 @@ void moe_fp8_gemv_down(MoeKernel kernel_choice, const Fp8Weight& w_down, int64_t
     return;
   }
   const dim3 grid(blocks_for(M, kFp8GemvWarps), static_cast<unsigned>(max_active));
-  const auto kernel = default_fp8_decode() == Fp8Decode::kConversionUnits ? moe_fp8_gemv_kernel<false, false> : moe_fp8_gemv_kernel<false, true>;
+  const auto kernel = moe_fp8_gemv_kernel<false>;
   launch(kernel, grid, kFp8GemvWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
   SS_CUDA_CHECK_LAUNCH();
 }

@@ -39,15 +39,10 @@ struct Fp8Activations {
 // GEMM's padding to a multiple of 4) are written as zeros. K a multiple of kFp8Group.
 void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld, cudaStream_t stream);
 
-// How the GEMVs turn e4m3 into float: integer operations (4 rows a warp; the default), or the
-// conversion units (a row a warp; the first kernel, SEEKSERVE_CUDA_FP8_GEMV_CVT=1, to compare).
-enum class Fp8Decode { kIntegerOps, kConversionUnits };
-Fp8Decode default_fp8_decode();
-
 // y[t][r] (+)= sum_g scale_w(r, g) scale_x(t, g) sum_{k in g} w[r][k] xq[t][k] (+ bias[r]) for
 // n <= 8 tokens, 16 weight bytes a lane per load. y: [n, y_stride] float32.
 void fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate, float* y,
-              int64_t y_stride, cudaStream_t stream, Fp8Decode decode = default_fp8_decode());
+              int64_t y_stride, cudaStream_t stream);
 
 // y[t][c] = (accumulate ? y[t][c] : 0) + src[t][c] (+ bias[c]) over [n, M]: a bf16 GEMM output
 // added into the float32 residual stream.
