@@ -2,6 +2,7 @@
 // RoPE frequencies against the formulas, dummy weights for config-only folders.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "engine/generator.h"
 #include "models/deepseek_v3.h"
 #include "models/dense_decoder.h"
+#include "model/weight_binder.h"
 #include "models/model_loader.h"
 #include "test_support.h"
 
@@ -166,6 +168,51 @@ TEST(DummyWeightsTest, GeneratesFromAConfigFileAlone) {
     for (float v : result->logits_tail[0]) ASSERT_TRUE(std::isfinite(v));
   }
   fs::remove_all(dir);
+}
+
+// Dummy weights left to a GPU (BindOptions::dummies_on_device) carry no host elements, only
+// their source; the values they stand for, as row_to_f32 computes them, are bit for bit those the
+// host generates: bf16 matrices, FP8 ones under --dtype fp8, tables. Under bf16 an FP8 config's
+// matrices stay on the host (the uploader converts them there).
+TEST(DummyWeightsTest, DeviceGeneratedWeightsStandForTheHostValues) {
+  struct Case {
+    ComputeDType dtype;
+    bool fp8_config;
+    bool on_device;  // whether the linear weight is left to the device
+  };
+  for (const Case c : {Case{ComputeDType::kBF16, false, true}, Case{ComputeDType::kFP8, true, true}, Case{ComputeDType::kBF16, true, false}}) {
+    SCOPED_TRACE(static_cast<int>(c.dtype) * 10 + c.fp8_config);
+    BindOptions host_options;
+    host_options.dtype = c.dtype;
+    host_options.dummy_weights = true;
+    host_options.dummy_fp8 = c.fp8_config;
+    BindOptions device_options = host_options;
+    device_options.dummies_on_device = true;
+    WeightBinder host(nullptr, host_options), device(nullptr, device_options);
+    const int64_t rows = 130, cols = 384;  // a partial block row
+    const Weight want = host.linear("model.layers.0.mlp.up_proj", rows, cols);
+    const Weight got = device.linear("model.layers.0.mlp.up_proj", rows, cols);
+    ASSERT_TRUE(host.status().ok() && device.status().ok());
+    EXPECT_EQ(got.dummy_on_device, c.on_device);
+    EXPECT_FALSE(got.empty());
+    EXPECT_EQ(got.format, want.format);
+    EXPECT_EQ(got.bytes(), want.bytes());
+    EXPECT_EQ(got.data == nullptr, c.on_device);
+    std::vector<float> got_row(static_cast<size_t>(cols)), want_row(static_cast<size_t>(cols));
+    for (int64_t r : {int64_t{0}, int64_t{77}, rows - 1}) {
+      got.row_to_f32(r, got_row.data());
+      want.row_to_f32(r, want_row.data());
+      ASSERT_EQ(got_row, want_row) << "row " << r;
+    }
+    const Weight table = device.table("model.embed_tokens.weight", 50, 64);
+    const Weight host_table = host.table("model.embed_tokens.weight", 50, 64);
+    EXPECT_TRUE(table.dummy_on_device);
+    table.row_to_f32(49, got_row.data());
+    host_table.row_to_f32(49, want_row.data());
+    EXPECT_TRUE(std::equal(got_row.begin(), got_row.begin() + 64, want_row.begin()));
+    // Kept float32 (the router) stays on the host.
+    EXPECT_FALSE(device.linear("model.layers.0.mlp.gate", 16, cols, Keep::kF32).dummy_on_device);
+  }
 }
 
 // --num-layers: the cut model computes exactly the first N layers of the full one, binds fewer

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <random>
@@ -12,11 +13,13 @@
 #include "backend/reference_backend.h"
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_causal_lm.h"
 #include "cuda/cuda_device.h"
 #include "cuda/kernels.h"
 #include "cuda/lt_gemm.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "model/weight_binder.h"
 #include "models/model_loader.h"
 #include "cuda_test_support.h"
 #include "test_support.h"
@@ -73,6 +76,39 @@ TEST_F(CudaTest, GemvAndGemmMatchTheReferenceMatmul) {
 
 // The decode GEMV building its own input (RMSNorm of picked residual rows) and finishing with
 // SwiGLU, against the reference doing norm, matmul and SwiGLU one after the other.
+// Dummy weights generated on the device (--dummy-weights on a GPU) upload to the same bytes as the
+// host's: a bf16 matrix of two parts, and a W8A8 FP8 matrix of two parts (the second starting on
+// a block row of its own).
+TEST_F(CudaTest, DummyWeightsGeneratedOnTheDeviceMatchTheHostBytes) {
+  for (const ComputeDType dtype : {ComputeDType::kBF16, ComputeDType::kFP8}) {
+    SCOPED_TRACE(dtype == ComputeDType::kFP8 ? "fp8" : "bf16");
+    BindOptions host_options;
+    host_options.dtype = dtype;
+    host_options.dummy_weights = true;
+    host_options.dummy_fp8 = dtype == ComputeDType::kFP8;
+    BindOptions device_options = host_options;
+    device_options.dummies_on_device = true;
+    WeightBinder host(nullptr, host_options), device(nullptr, device_options);
+    const Weight host_a = host.linear("a", 200, 384), host_b = host.linear("b", 72, 384);
+    const Weight device_a = device.linear("a", 200, 384), device_b = device.linear("b", 72, 384);
+    ASSERT_TRUE(device_a.dummy_on_device && device_b.dummy_on_device);
+    DeviceMatrix want, got;
+    ASSERT_TRUE(upload_matrix({&host_a, &host_b}, &want).ok());
+    ASSERT_TRUE(upload_matrix({&device_a, &device_b}, &got).ok());
+    ASSERT_EQ(got.is_fp8(), dtype == ComputeDType::kFP8);
+    ASSERT_EQ(got.rows, want.rows);
+    if (got.is_fp8()) {
+      const size_t n = static_cast<size_t>(got.rows * got.cols);
+      EXPECT_EQ(download(got.fp8, n), download(want.fp8, n));
+      EXPECT_EQ(download(got.scales, got.scales.size()), download(want.scales, want.scales.size()));
+    } else {
+      const size_t n = static_cast<size_t>(got.rows * got.cols);
+      const std::vector<bf16> g = download(got.data, n), w = download(want.data, n);
+      EXPECT_EQ(std::memcmp(g.data(), w.data(), n * sizeof(bf16)), 0);
+    }
+  }
+}
+
 TEST_F(CudaTest, GemvNormPrologueAndSwigluEpilogueMatchTheReference) {
   ReferenceBackend reference;
   const float eps = 1e-6f;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/float_convert.h"
+
 namespace seekserve {
 
 namespace {
@@ -89,19 +91,7 @@ float fp8_e4m3_to_f32(uint8_t bits) { return kFp8Table[bits]; }
 
 uint8_t f32_to_fp8_e4m3(float f) {
   if (std::isnan(f)) return 0x7f;
-  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
-  const float a = std::fabs(f);
-  if (a >= 448.0f) return sign | 0x7e;  // saturate (DeepSeek's quantization clamps to +-448)
-  // Below 2^-6 the codes are multiples of 2^-9 (code m = m * 2^-9, code 8 = 2^-6 the first
-  // normal): round a * 512, exact, to the nearest integer, ties to even.
-  if (a < 0.015625f) return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
-  // Normal: keep 3 of float's 23 mantissa bits, rounding to nearest even on the 20 dropped (a
-  // carry moves into the exponent, as it should). Float's exponent bias is 127, e4m3's 7, so
-  // the top bits minus 120 << 3 are the code; a < 448 keeps it at most 0x7e.
-  uint32_t bits;
-  std::memcpy(&bits, &a, sizeof bits);
-  const uint32_t rounded = (bits + 0x7ffffu + ((bits >> 20) & 1u)) >> 20;
-  return sign | static_cast<uint8_t>(rounded - (120u << 3));
+  return to_e4m3(f);
 }
 
 }  // namespace seekserve

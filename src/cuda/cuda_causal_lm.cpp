@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "cuda/dummy_weights.h"
 
 namespace seekserve::cuda {
 
@@ -35,7 +36,9 @@ Status upload_fp8_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* 
   for (size_t i = 0; i < parts.size(); ++i) {
     const Weight& w = *parts[i];
     const DeviceMatrix::Part& part = out->parts[i];
-    SS_CUDA_CHECK(cudaMemcpy(out->fp8.data() + part.row0 * K, w.data, static_cast<size_t>(w.rows * K), cudaMemcpyHostToDevice));
+    uint8_t* dst = out->fp8.data() + part.row0 * K;
+    if (w.dummy_on_device) fill_dummy_fp8(dst, w.rows * K, w.dummy_seed, nullptr);
+    else SS_CUDA_CHECK(cudaMemcpy(dst, w.data, static_cast<size_t>(w.rows * K), cudaMemcpyHostToDevice));
     const int64_t grid_rows = (w.rows + kFp8Group - 1) / kFp8Group, grid_cols = w.scale_cols();
     for (int64_t r = 0; r < grid_rows; ++r)
       for (int64_t c = 0; c < grid_cols; ++c)
@@ -46,6 +49,7 @@ Status upload_fp8_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* 
   SS_CUDA_CHECK(cudaMemcpy(out->scales.data(), scales.data(), scales.size() * 4, cudaMemcpyHostToDevice));
   SS_RETURN_IF_ERROR(out->scale_row.reserve(scale_row.size()));
   SS_CUDA_CHECK(cudaMemcpy(out->scale_row.data(), scale_row.data(), scale_row.size() * 4, cudaMemcpyHostToDevice));
+  SS_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // generated elements are ready before any model stream reads them
   return Status::Ok();
 }
 
@@ -65,7 +69,9 @@ Status upload_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* out)
   std::vector<float> row;
   for (const Weight* w : parts) {
     bf16* dst = out->data.data() + row0 * out->cols;
-    if (w->format == WeightFormat::kBF16) {
+    if (w->dummy_on_device && w->format == WeightFormat::kBF16) {
+      fill_dummy_bf16(dst, w->rows * w->cols, w->dummy_seed, w->dummy_amplitude, nullptr);
+    } else if (w->format == WeightFormat::kBF16) {
       SS_CUDA_CHECK(cudaMemcpy(dst, w->data, static_cast<size_t>(w->rows * w->cols) * 2, cudaMemcpyHostToDevice));
     } else {
       staging.resize(static_cast<size_t>(w->rows * w->cols));
@@ -78,6 +84,7 @@ Status upload_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* out)
     }
     row0 += w->rows;
   }
+  SS_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // generated elements are ready before any model stream reads them
   return Status::Ok();
 }
 

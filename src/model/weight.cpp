@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/dtype.h"
+#include "core/dummy_values.h"
 #include "core/parallel_for.h"
 #include "core/status.h"
 
@@ -32,6 +33,18 @@ int64_t Weight::bytes() const {
 
 void Weight::row_to_f32(int64_t r, float* out) const {
   SS_CHECK(r >= 0 && r < rows, "row out of range");
+  if (dummy_on_device) {
+    SS_CHECK(format == WeightFormat::kBF16 || format == WeightFormat::kF8Block, "dummy weights on the device are bf16 or FP8");
+    const auto first = static_cast<uint64_t>(r * cols);
+    if (format == WeightFormat::kBF16) {
+      for (int64_t c = 0; c < cols; ++c) out[c] = bf16_to_f32(dummy::bf16_element(dummy_seed, first + static_cast<uint64_t>(c), dummy_amplitude));
+    } else {
+      const float* scales = scale_inv + (r / block_rows) * scale_cols();
+      for (int64_t c = 0; c < cols; ++c)
+        out[c] = fp8_e4m3_to_f32(dummy::fp8_element(dummy_seed, first + static_cast<uint64_t>(c))) * scales[c / block_cols];
+    }
+    return;
+  }
   switch (format) {
     case WeightFormat::kF32: {
       const float* src = static_cast<const float*>(data) + r * cols;

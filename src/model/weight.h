@@ -46,8 +46,15 @@ struct Weight {
   // kF8Block under --dtype fp8: the input is quantized per token per block_cols channels to e4m3
   // (quantize_fp8_groups) before the product, as well as the weight (W8A8).
   bool fp8_activations = false;
+  // --dummy-weights bound for a device that generates them in place (BindOptions::
+  // dummies_on_device): no host elements (data is null), only their source — element i is
+  // dummy::bf16_element(dummy_seed, i, dummy_amplitude) for kBF16, dummy::fp8_element(dummy_seed,
+  // i) for kF8Block (whose scales are on the host as usual). row_to_f32 computes them.
+  bool dummy_on_device = false;
+  uint64_t dummy_seed = 0;
+  float dummy_amplitude = 0.0f;
 
-  bool empty() const { return data == nullptr; }
+  bool empty() const { return data == nullptr && !dummy_on_device; }
   int64_t scale_cols() const { return (cols + block_cols - 1) / block_cols; }
   // Bytes a matmul streams from memory for this weight (elements plus scales).
   int64_t bytes() const;

@@ -5,33 +5,12 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/dummy_values.h"
 #include "core/parallel_for.h"
 
 namespace seekserve {
 
 namespace {
-
-// Deterministic pseudo-random numbers for dummy weights: a hash of (tensor, index), so weights
-// do not depend on binding order and generation needs no shared state.
-uint64_t mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-
-uint64_t name_seed(const std::string& name) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
-// Uniform in [-1, 1).
-float unit_uniform(uint64_t seed, uint64_t i) {
-  return static_cast<float>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40) * (2.0f / 16777216.0f) - 1.0f;
-}
 
 bool aligned_for(const void* p, int64_t size) {
   return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(size) == 0;
@@ -171,32 +150,43 @@ Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t 
 }
 
 Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t cols, bool fp8, Keep keep) {
-  const uint64_t seed = name_seed(name);
+  const uint64_t seed = dummy::name_seed(name);
   // Uniform with variance 1/cols keeps activations O(1) through any depth of random layers.
   const float amplitude = std::sqrt(3.0f / static_cast<float>(cols));
   const size_t n = static_cast<size_t>(rows * cols);
+  // FP8 elements go to the device only as W8A8 weights (--dtype fp8); under bf16 the uploader
+  // converts them on the host.
+  const bool on_device = options_.dummies_on_device && keep == Keep::kWorking && (!fp8 || options_.dtype == ComputeDType::kFP8);
+  // Host arrays are made without zeroing: each generating thread is first to touch its pages, so
+  // the kernel's page clearing runs on every thread, not on this one before them.
   if (fp8 && keep == Keep::kWorking && (options_.dtype == ComputeDType::kBF16 || options_.dtype == ComputeDType::kFP8)) {
     const int64_t br = options_.fp8_block_rows, bc = options_.fp8_block_cols;
-    // Arrays made without zeroing: each generating thread is first to touch its pages, so the
-    // kernel's page clearing runs on every thread, not on this one before them (that and a
-    // binary-search e4m3 rounding made a 62 GB FP8 model take 100 s to generate).
-    auto bytes = std::make_shared_for_overwrite<uint8_t[]>(n);
-    parallel_for_index(n, [&](size_t i) { bytes[i] = f32_to_fp8_e4m3(unit_uniform(seed, i) * 240.0f); });
     const int64_t srows = (rows + br - 1) / br, scols = (cols + bc - 1) / bc;
-    auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols), amplitude / 240.0f);
-    return owned_quantized_weight(WeightFormat::kF8Block, rows, cols, bytes, scales, br, bc);
+    auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(srows * scols), dummy::fp8_block_scale(amplitude));
+    auto bytes = on_device ? std::shared_ptr<uint8_t[]>() : std::make_shared_for_overwrite<uint8_t[]>(n);
+    if (!on_device) parallel_for_index(n, [&](size_t i) { bytes[i] = dummy::fp8_element(seed, i); });
+    Weight w = owned_quantized_weight(WeightFormat::kF8Block, rows, cols, bytes, scales, br, bc);
+    w.dummy_on_device = on_device;
+    w.dummy_seed = seed;
+    return w;
   }
   if (keep == Keep::kF32 || options_.dtype == ComputeDType::kF32) {
     std::vector<float> values(n);
-    parallel_for_index(n, [&](size_t i) { values[i] = unit_uniform(seed, i) * amplitude; });
+    parallel_for_index(n, [&](size_t i) { values[i] = dummy::unit_uniform(seed, i) * amplitude; });
     return weight_from_f32(std::move(values), rows, cols);
   }
-  auto bits = std::make_shared_for_overwrite<uint16_t[]>(n);
-  parallel_for_index(n, [&](size_t i) { bits[i] = f32_to_bf16(unit_uniform(seed, i) * amplitude); });
   Weight w;
   w.format = WeightFormat::kBF16;
   w.rows = rows;
   w.cols = cols;
+  if (on_device) {
+    w.dummy_on_device = true;
+    w.dummy_seed = seed;
+    w.dummy_amplitude = amplitude;
+    return w;
+  }
+  auto bits = std::make_shared_for_overwrite<uint16_t[]>(n);
+  parallel_for_index(n, [&](size_t i) { bits[i] = dummy::bf16_element(seed, i, amplitude); });
   w.data = bits.get();
   w.storage = bits;
   return w;

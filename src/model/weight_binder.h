@@ -23,6 +23,9 @@ struct BindOptions {
   bool dummy_fp8 = false;
   int64_t fp8_block_rows = 128;
   int64_t fp8_block_cols = 128;
+  // For dummy weights bound for a GPU: leave bf16 and FP8 matrices' elements to the device, which
+  // generates the same values in place (Weight::dummy_on_device) instead of receiving them.
+  bool dummies_on_device = false;
 };
 
 // Precision a tensor must have regardless of --dtype.

@@ -1,5 +1,6 @@
 #include "models/model_loader.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -148,6 +149,8 @@ Result<std::unique_ptr<CausalLM>> load_model(const LoadOptions& options) {
   BindOptions bind;
   bind.dtype = options.dtype;
   bind.dummy_weights = options.dummy_weights;
+  // Generated in place on a GPU (SEEKSERVE_DUMMIES_ON_HOST=1: on the host and copied, as before).
+  bind.dummies_on_device = options.dummy_weights && options.device != "cpu" && std::getenv("SEEKSERVE_DUMMIES_ON_HOST") == nullptr;
   SS_RETURN_IF_ERROR(read_quantization_config(config, &bind));
   WeightBinder binder(checkpoint, bind);
   if (options.device != "cpu") {
