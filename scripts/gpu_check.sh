@@ -52,8 +52,16 @@ if want deepseek; then
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64 --batch 32
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 4096 --gen-tokens 4
   # The MLA decode kernel alone at V3 widths, batch 64, 8k positions (the 80% goal).
-  "$bin/seekserve" bench --kernel mla-decode --device cuda --model configs/deepseek-v3.json --batch 64 --context 8192 --json 2>&1 |
-    tee -a "$out/bench.jsonl"
+  # Both kernels: CUDA cores (default) and tensor cores (SEEKSERVE_CUDA_MLA_MMA=1), alternating.
+  for i in 1 2; do
+    for kernel in cuda-cores tensor-cores; do
+      if [ $kernel = tensor-cores ]; then export SEEKSERVE_CUDA_MLA_MMA=1; else unset SEEKSERVE_CUDA_MLA_MMA; fi
+      "$bin/seekserve" bench --kernel mla-decode --device cuda --model configs/deepseek-v3.json --batch 64 --context 8192 --json 2>&1 |
+        tee -a "$out/bench.jsonl"
+    done
+  done
+  unset SEEKSERVE_CUDA_MLA_MMA
+  SEEKSERVE_CUDA_MLA_MMA=1 bench --model configs/deepseek-v2-lite.json --prompt-tokens 4096 --gen-tokens 4
 fi
 if want fp8; then
   # DeepSeek-V3 shapes in FP8 (W8A8), first 8 layers (3 dense + 5 MoE), the batches.

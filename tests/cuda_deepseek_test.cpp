@@ -168,7 +168,7 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
   struct Shape {
     int64_t heads, R, P;
   };
-  for (const Shape& s : std::vector<Shape>{{5, 48, 16}, {20, 512, 64}, {16, 64, 32}}) {
+  for (const Shape& s : std::vector<Shape>{{5, 48, 16}, {20, 512, 64}, {16, 64, 32}, {3, 40, 16}}) {  // the last: R + P not a multiple of 16
     const int64_t H = s.heads, R = s.R, P = s.P, N = 8, QD = N + P, block = 16, context = 150;
     SCOPED_TRACE("heads " + std::to_string(H) + " R " + std::to_string(R) + " P " + std::to_string(P));
     const int64_t n_blocks = (context + block - 1) / block + 2, rows = n_blocks * block;
@@ -229,38 +229,41 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
       auto d_q = upload(q);
       auto d_pos = upload(positions);
       auto d_seq = upload(seq);
-      auto d_out = upload(std::vector<bf16>(want.size()), 8, to_bf16_host({kSentinel})[0]);
-      DeviceBuffer<float> d_partial;
-      ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(mla_partial_floats(n, H, splits, R))).ok());
-      MlaAttentionParams p;
-      p.q_latent = d_q_latent.data();
-      p.q = d_q.data();
-      p.q_stride = H * QD;
-      p.q_head_stride = QD;
-      p.q_pe_offset = N;
-      p.c_kv_pool = d_c_kv.data();
-      p.k_pe_pool = d_k_pe.data();
-      p.block_tables = d_table.data();
-      p.table_stride = n_blocks;
-      p.token_seq = d_seq.data();
-      p.positions = d_pos.data();
-      p.cos = d_cos.data();
-      p.sin = d_sin.data();
-      p.n_tokens = n;
-      p.n_heads = H;
-      p.kv_rank = R;
-      p.rope_dim = P;
-      p.block_size = block;
-      p.scale = 0.11f;
-      p.out = d_out.data();
-      p.n_splits = splits;
-      p.partial = d_partial.data();
-      mla_attention(p, nullptr);
-      const std::vector<bf16> out = download(d_out, want.size() + 8);
-      std::vector<float> got;
-      for (size_t i = 0; i < want.size(); ++i) got.push_back(bf16_value(out[i]));
-      EXPECT_LE(rel_error(got, want), 8e-3);
-      for (size_t i = want.size(); i < out.size(); ++i) EXPECT_EQ(bf16_value(out[i]), kSentinel) << "written past the end";
+      for (const MlaKernel kernel : {MlaKernel::kCudaCores, MlaKernel::kTensorCores}) {
+        SCOPED_TRACE(kernel == MlaKernel::kTensorCores ? "tensor cores" : "CUDA cores");
+        auto d_out = upload(std::vector<bf16>(want.size()), 8, to_bf16_host({kSentinel})[0]);
+        DeviceBuffer<float> d_partial;
+        ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(mla_partial_floats(n, H, splits, R))).ok());
+        MlaAttentionParams p;
+        p.q_latent = d_q_latent.data();
+        p.q = d_q.data();
+        p.q_stride = H * QD;
+        p.q_head_stride = QD;
+        p.q_pe_offset = N;
+        p.c_kv_pool = d_c_kv.data();
+        p.k_pe_pool = d_k_pe.data();
+        p.block_tables = d_table.data();
+        p.table_stride = n_blocks;
+        p.token_seq = d_seq.data();
+        p.positions = d_pos.data();
+        p.cos = d_cos.data();
+        p.sin = d_sin.data();
+        p.n_tokens = n;
+        p.n_heads = H;
+        p.kv_rank = R;
+        p.rope_dim = P;
+        p.block_size = block;
+        p.scale = 0.11f;
+        p.out = d_out.data();
+        p.n_splits = splits;
+        p.partial = d_partial.data();
+        mla_attention(p, nullptr, kernel);
+        const std::vector<bf16> out = download(d_out, want.size() + 8);
+        std::vector<float> got;
+        for (size_t i = 0; i < want.size(); ++i) got.push_back(bf16_value(out[i]));
+        EXPECT_LE(rel_error(got, want), 8e-3);
+        for (size_t i = want.size(); i < out.size(); ++i) EXPECT_EQ(bf16_value(out[i]), kSentinel) << "written past the end";
+      }
     }
   }
 }

@@ -16,6 +16,7 @@
 #include "models/model_loader.h"
 #ifdef SEEKSERVE_HAVE_CUDA
 #include "cuda/cuda_check.h"
+#include "cuda/deepseek_kernels.h"
 #include "cuda/device_ceilings.h"
 #include "cuda/kernel_bench.h"
 #endif
@@ -93,6 +94,7 @@ int run_kernel_bench(const BenchFlags& f) {
   const double flops = 2.0 * static_cast<double>(shape.batch * shape.context * shape.n_heads * (2 * shape.kv_rank + shape.rope_dim));
   const double tflops = flops / (timing->ms_median * 1e-3) / 1e12;
   nlohmann::json out = {{"kernel", f.kernel},
+                        {"mla_kernel", cuda::default_mla_kernel() == cuda::MlaKernel::kTensorCores ? "tensor-cores" : "cuda-cores"},
                         {"model", f.model},
                         {"isa", ceilings.name},
                         {"batch", shape.batch},

@@ -75,7 +75,11 @@ int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions);
 inline int64_t mla_partial_floats(int64_t n_tokens, int64_t n_heads, int64_t n_splits, int64_t kv_rank) {
   return n_tokens * n_heads * n_splits * (kv_rank + 2);
 }
-void mla_attention(const MlaAttentionParams& p, cudaStream_t stream);
+// The kernel: CUDA cores (8 warps of 2 heads, float dot products), or tensor cores (mma.sync with
+// the 16 heads of a group as M; SEEKSERVE_CUDA_MLA_MMA=1 picks it until it is measured).
+enum class MlaKernel { kCudaCores, kTensorCores };
+MlaKernel default_mla_kernel();
+void mla_attention(const MlaAttentionParams& p, cudaStream_t stream, MlaKernel kernel = default_mla_kernel());
 
 // MLA prefill through GEMMs (a chunk of one sequence, absorbed form):
 //  - mla_gather_latent: the sequence's cache rows of positions [0, L) into keys [L_pad, R + P]
