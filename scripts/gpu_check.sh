@@ -69,6 +69,16 @@ if want fp8; then
   for b in 1 32 128; do
     bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 128 --gen-tokens 32 --batch $b
   done
+  # Batch 1 and 32 with the tensor-core kernels (not yet the defaults): the dense GEMV alone, then
+  # with the experts' too; alternating with the defaults.
+  for b in 1 32; do
+    for i in 1 2; do
+      bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32 --batch $b
+      SEEKSERVE_CUDA_FP8_GEMV_MMA=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32 --batch $b
+      SEEKSERVE_CUDA_FP8_GEMV_MMA=1 SEEKSERVE_CUDA_MOE_MMA=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 \
+        --prompt-tokens 16 --gen-tokens 32 --batch $b
+    done
+  done
 fi
 if want fp8lite; then
   # DeepSeek-V2-Lite quantized to FP8 at load (the issue's batch-32 goal; bf16 cannot reach it).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -17,6 +18,7 @@
 #ifdef SEEKSERVE_HAVE_CUDA
 #include "cuda/cuda_check.h"
 #include "cuda/deepseek_kernels.h"
+#include "cuda/fp8_kernels.h"
 #include "cuda/device_ceilings.h"
 #include "cuda/kernel_bench.h"
 #endif
@@ -263,6 +265,12 @@ int run_bench(const BenchFlags& f) {
     const double attention_flops = static_cast<double>(info.attention_flops_per_pair) * pairs;
     const double flops = matmul_flops + attention_flops;
     out["measured_bf16_gemm_TFLOPs"] = gemm_tflops;
+#ifdef SEEKSERVE_HAVE_CUDA
+    // Which of the kernels with a switch ran (docs/PERF.md compares them side by side).
+    out["mla_kernel"] = cuda::default_mla_kernel() == cuda::MlaKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
+    out["fp8_gemv_kernel"] = cuda::default_fp8_gemv_kernel() == cuda::Fp8GemvKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
+    out["moe_kernel"] = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") ? "cuda-cores" : std::getenv("SEEKSERVE_CUDA_MOE_MMA") ? "tensor-cores" : "by pairs";
+#endif
     if (fp8_gemm_tflops > 0) {  // block-scaled FP8 (DeepSeek's format) against bf16, same run
       out["measured_fp8_gemm_TFLOPs"] = fp8_gemm_tflops;
       out["fp8_over_bf16_gemm"] = fp8_gemm_tflops / gemm_tflops;
