@@ -81,6 +81,37 @@ TEST_F(CudaTest, Fp8GemvOverUploadedPartsMatchesTheCpuW8A8Matmul) {
   }
 }
 
+// The GEMM path's quantization of the experts' gathered rows: each expert's rows bit for bit as
+// quantize_fp8_rows quantizes them alone (its scales a [K / 128, rows_e] block at padded[e] *
+// K / 128), with empty experts between and at either end.
+TEST_F(CudaTest, Fp8ExpertRowQuantizationMatchesEachExpertQuantizedAlone) {
+  const int64_t K = 384, groups = K / kFp8Group;
+  const std::vector<int32_t> padded = {0, 0, 16, 16, 48, 64, 64};  // E = 6: experts 0, 2 and 5 empty
+  const int64_t E = static_cast<int64_t>(padded.size()) - 1, rows = padded.back();
+  std::vector<float> x = random(static_cast<size_t>(rows * K));
+  for (int64_t k = 0; k < kFp8Group; ++k) x[static_cast<size_t>(20 * K + k)] = 0.0f;  // an all-zero group
+  auto d_x = upload(to_bf16_host(x));
+  auto d_padded = upload(padded);
+  auto d_xq = upload(std::vector<uint8_t>(static_cast<size_t>(rows * K)));
+  auto d_xs = upload(std::vector<float>(static_cast<size_t>(rows * groups)), 8, kSentinel);
+  quantize_fp8_expert_rows(d_x.data(), rows, K, d_padded.data(), E, d_xq.data(), d_xs.data(), nullptr);
+  const std::vector<uint8_t> xq = download(d_xq, static_cast<size_t>(rows * K));
+  const std::vector<float> xs = download(d_xs, static_cast<size_t>(rows * groups + 8));
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t row0 = padded[static_cast<size_t>(e)], n = padded[static_cast<size_t>(e + 1)] - row0;
+    if (n == 0) continue;
+    SCOPED_TRACE("expert " + std::to_string(e));
+    auto d_alone_q = upload(std::vector<uint8_t>(static_cast<size_t>(n * K)));
+    auto d_alone_s = upload(std::vector<float>(static_cast<size_t>(n * groups)));
+    quantize_fp8_rows(d_x.data() + row0 * K, n, K, d_alone_q.data(), d_alone_s.data(), n, nullptr);
+    const std::vector<uint8_t> alone_q = download(d_alone_q, static_cast<size_t>(n * K));
+    const std::vector<float> alone_s = download(d_alone_s, static_cast<size_t>(n * groups));
+    for (int64_t i = 0; i < n * K; ++i) ASSERT_EQ(xq[static_cast<size_t>(row0 * K + i)], alone_q[static_cast<size_t>(i)]) << "byte " << i;
+    for (int64_t i = 0; i < n * groups; ++i) ASSERT_EQ(xs[static_cast<size_t>(row0 * groups + i)], alone_s[static_cast<size_t>(i)]) << "scale " << i;
+  }
+  for (size_t i = static_cast<size_t>(rows * groups); i < xs.size(); ++i) EXPECT_EQ(xs[i], kSentinel) << "written past the end";
+}
+
 // The routed experts in FP8 against the CPU reference's dispatch over the same W8A8 experts:
 // both kernels (tensor cores on the e4m3 bytes, and the CUDA-core GEMV), 1 to 24 tokens.
 TEST_F(CudaTest, GroupedFp8ExpertMatmulsMatchTheCpuW8A8Dispatch) {
@@ -204,9 +235,9 @@ TEST_P(CudaFp8ModelTest, LogitsMatchTheGoldensAndTheCpuW8A8Reference) {
   auto cpu = load("cpu", ComputeDType::kFP8);
   ASSERT_TRUE(gpu.ok() && cpu.ok());
   check_against_references(**gpu, **cpu, GetParam());
-  // The prefill paths at every size (MLA attention as GEMMs; FP8 experts keep the grouped
-  // kernels).
-  SCOPED_TRACE("prefill GEMM paths at every size");
+  // The prefill paths at every size: experts as block-scaled GEMMs per expert (their rows
+  // quantized together), MLA attention as GEMMs.
+  SCOPED_TRACE("experts and attention as GEMMs");
   ::setenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS", "1", 1);
   ::setenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS", "1", 1);
   auto gemm_gpu = load("cuda", ComputeDType::kFP8);

@@ -113,6 +113,10 @@ class CudaCausalLM : public CausalLM {
   virtual int64_t fp8_activation_rows(const StepShape& shape) const { return shape.n; }
   // Quantizes x [n, K] into the step's FP8 activation scratch (scale rows ld >= n).
   Fp8Activations quantize_activations(const bf16* x, int64_t n, int64_t K, int64_t ld);
+  // That scratch itself (fp8_activation_rows rows of the widest FP8 input, and their scales), for
+  // layouts of a model's own.
+  uint8_t* fp8_scratch_values() { return fp8_xq_.data(); }
+  float* fp8_scratch_scales() { return fp8_xs_.data(); }
 
   // Binds model.embed_tokens, model.norm and lm_head (or the tied embedding) and uploads them.
   Status bind_embeddings(WeightBinder& binder, bool tie_word_embeddings, float norm_eps);

@@ -62,10 +62,12 @@ class CudaDeepseekLM final : public CudaCausalLM {
   // MoE layers of at least moe_gemm_min_tokens_ tokens (prefill, large batches) run their experts
   // as cuBLASLt GEMMs over rows gathered by expert; that needs the expert counts on the host (a
   // synchronization per layer), so such steps are not captured in graphs.
-  // FP8 experts (--dtype fp8) always run the grouped GEMV (not yet as block-scaled GEMMs).
-  bool moe_uses_gemms(int64_t n) const { return n_moe_layers_ > 0 && !fp8_experts_ && n >= moe_gemm_min_tokens_; }
+  // FP8 experts (--dtype fp8) run block-scaled GEMMs there, an expert's rows quantized together.
+  bool moe_uses_gemms(int64_t n) const { return n_moe_layers_ > 0 && n >= moe_gemm_min_tokens_; }
   int64_t fp8_activation_rows(const StepShape& shape) const override {
-    return n_moe_layers_ > 0 ? shape.n * config_.moe.top_k : shape.n;  // the experts' down inputs: a row a pair
+    if (n_moe_layers_ == 0) return shape.n;
+    const int64_t pairs = shape.n * config_.moe.top_k;  // the experts' down inputs: a row a pair
+    return moe_uses_gemms(shape.n) ? pairs + (kMoePadRows - 1) * config_.moe.n_routed_experts : pairs;  // plus padding
   }
   Status prepare_step(const StepShape& shape) override;
   void enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) override;
@@ -85,8 +87,10 @@ class CudaDeepseekLM final : public CudaCausalLM {
   int64_t query_chunk(int64_t n, int64_t L_pad) const {
     return std::max<int64_t>(1, std::min<int64_t>(n, kMlaScoreBudget / (config_.mla.n_heads * L_pad)));
   }
-  // The routed experts as GEMMs (moe_uses_gemms): expert_out_ rows in the padded layout.
-  void expert_gemms(const Layer& layer, const MoeGroups& groups, const int32_t* ids, int64_t n);
+  // The routed experts as GEMMs (moe_uses_gemms): expert_out_ rows in the padded layout. False
+  // (nothing computed) when an FP8 expert's shape has no block-scaled algorithm.
+  bool expert_gemms(const Layer& layer, const MoeGroups& groups, const int32_t* ids, int64_t n);
+  bool expert_fp8_gemms(const Layer& layer, const MoeGroups& groups);
 
   DeepseekConfig config_;
   RopeFrequencies rope_;
@@ -404,16 +408,15 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
   const bool gemms = moe_uses_gemms(n);
   if (gemms) groups.padded = groups.n_active + 1;
   moe_group(route.ids, pairs, E, groups, stream_);
-  if (gemms) {
-    expert_gemms(layer, groups, route.ids, n);
-  } else if (fp8_experts_) {  // W8A8: the tokens quantized for gate|up, then each pair's SwiGLU row for down
+  const bool used_gemms = gemms && expert_gemms(layer, groups, route.ids, n);
+  if (!used_gemms && fp8_experts_) {  // W8A8: the tokens quantized for gate|up, then each pair's SwiGLU row for down
     const int64_t max_active = std::min(E, pairs), I = e.moe_intermediate_size;
     const MoeKernel kernel = choose_moe_kernel(pairs, max_active);
     moe_fp8_gemv_swiglu(kernel, layer.experts_gate_up.fp8_weight(), I, D, quantize_activations(normed_.data(), n, D, n), K, groups,
                         max_active, expert_act_.data(), stream_);
     moe_fp8_gemv_down(kernel, layer.experts_down.fp8_weight(), D, I, quantize_activations(expert_act_.data(), pairs, I, pairs), groups,
                       max_active, expert_out_.data(), stream_);
-  } else {
+  } else if (!used_gemms) {
     const int64_t max_active = std::min(E, pairs);
     const MoeKernel kernel = choose_moe_kernel(pairs, max_active);
     moe_gemv_swiglu(kernel, layer.experts_gate_up.data.data(), e.moe_intermediate_size, D, normed_.data(), K, groups, max_active,
@@ -424,15 +427,16 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
   if (layer.shared_down.rows > 0)  // reads hidden before the routed outputs are added; normed_ is the router's input
     mlp(layer.shared_gate_up, layer.shared_down, layer.post_attention_norm.data(), c.rms_norm_eps, hidden, n,
         {normed_.data(), gate_up_.data(), gate_up_bf16_.data(), act_.data()}, /*input_normed=*/true);
-  moe_combine(expert_out_.data(), gemms ? row_of_pair_.data() : nullptr, route.weights, n, K, D, hidden, stream_);
+  moe_combine(expert_out_.data(), used_gemms ? row_of_pair_.data() : nullptr, route.weights, n, K, D, hidden, stream_);
 }
 
-void CudaDeepseekLM::expert_gemms(const Layer& layer, const MoeGroups& groups, const int32_t* ids, int64_t n) {
+bool CudaDeepseekLM::expert_gemms(const Layer& layer, const MoeGroups& groups, const int32_t* ids, int64_t n) {
   const MoeConfig& e = config_.moe;
   const int64_t E = e.n_routed_experts, I = e.moe_intermediate_size, D = config_.hidden_size;
   moe_gather_rows(normed_.data(), D, ids, n * e.top_k, e.top_k, groups, gemm_rows_, gathered_.data(), row_of_pair_.data(), stream_);
   SS_CUDA_CHECK(cudaMemcpyAsync(host_padded_, groups.padded, static_cast<size_t>(E + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   SS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (fp8_experts_) return expert_fp8_gemms(layer, groups);
   const bf16* gate_up = layer.experts_gate_up.data.data();
   const bf16* down = layer.experts_down.data.data();
   for (int64_t x = 0; x < E; ++x) {  // gate|up rows of every expert that received tokens, bf16
@@ -444,6 +448,48 @@ void CudaDeepseekLM::expert_gemms(const Layer& layer, const MoeGroups& groups, c
     const int64_t row = host_padded_[x], rows = host_padded_[x + 1] - row;
     if (rows > 0) gemm_.run(down + x * D * I, D, I, expert_act_.data() + row * I, rows, false, expert_out_.data() + row * D, stream_);
   }
+  return true;
+}
+
+// W8A8 experts: each expert's gathered rows quantized as one GEMM operand (scales token-contiguous
+// per expert), a block-scaled GEMM per weight part (gate, up; down) of every expert that received
+// rows, bf16 outputs; the down outputs land in gathered_ (free by then) and become expert_out_.
+bool CudaDeepseekLM::expert_fp8_gemms(const Layer& layer, const MoeGroups& groups) {
+  const MoeConfig& e = config_.moe;
+  const int64_t E = e.n_routed_experts, I = e.moe_intermediate_size, D = config_.hidden_size, total = host_padded_[E];
+  const DeviceMatrix& gate_up = layer.experts_gate_up;
+  const DeviceMatrix& down = layer.experts_down;
+  for (int64_t x = 0; x < E; ++x) {
+    const int64_t rows = host_padded_[x + 1] - host_padded_[x];
+    if (rows == 0) continue;
+    for (int o = 0; o < 2; ++o)
+      if (!gemm_.fp8_available(gate_up.parts[static_cast<size_t>(2 * x + o)].rows, D, rows, 2 * I)) return false;
+    if (!gemm_.fp8_available(down.parts[static_cast<size_t>(x)].rows, I, rows, D)) return false;
+  }
+  uint8_t* xq = fp8_scratch_values();
+  float* xs = fp8_scratch_scales();
+  quantize_fp8_expert_rows(gathered_.data(), total, D, groups.padded, E, xq, xs, stream_);
+  for (int64_t x = 0; x < E; ++x) {
+    const int64_t row = host_padded_[x], rows = host_padded_[x + 1] - row;
+    if (rows == 0) continue;
+    const int64_t expert_row0 = gate_up.parts[static_cast<size_t>(2 * x)].row0;
+    for (int o = 0; o < 2; ++o) {  // gate into columns [0, I), up into [I, 2 I)
+      const DeviceMatrix::Part& p = gate_up.parts[static_cast<size_t>(2 * x + o)];
+      gemm_.run_fp8(gate_up.fp8.data() + p.row0 * D, gate_up.scales.data() + p.block_row0 * gate_up.scale_ld, p.rows, D, xq + row * D,
+                    xs + row * (D / kFp8Group), rows, expert_gate_up_rows_.data() + row * 2 * I + (p.row0 - expert_row0), 2 * I, stream_);
+    }
+  }
+  silu_mul(expert_gate_up_rows_.data(), total, I, expert_act_.data(), stream_);
+  quantize_fp8_expert_rows(expert_act_.data(), total, I, groups.padded, E, xq, xs, stream_);
+  for (int64_t x = 0; x < E; ++x) {
+    const int64_t row = host_padded_[x], rows = host_padded_[x + 1] - row;
+    if (rows == 0) continue;
+    const DeviceMatrix::Part& p = down.parts[static_cast<size_t>(x)];
+    gemm_.run_fp8(down.fp8.data() + p.row0 * I, down.scales.data() + p.block_row0 * down.scale_ld, p.rows, I, xq + row * I,
+                  xs + row * (I / kFp8Group), rows, gathered_.data() + row * D, D, stream_);
+  }
+  add_bf16_rows(gathered_.data(), total, D, nullptr, false, expert_out_.data(), stream_);
+  return true;
 }
 
 void CudaDeepseekLM::enqueue_layers(const StepShape& shape, const StepInputs& in, const LayerObserver& observer) {

@@ -13,15 +13,9 @@ using namespace detail;
 
 namespace {
 
-// One warp per (row, group of 128): 4 values a lane, the group's amax by a warp reduction.
-// Padding rows (t >= n) become zeros with scale 1.
-__global__ void quantize_fp8_kernel(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld) {
-  dependency_wait();
-  const int64_t groups = K / kFp8Group;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (item >= scale_ld * groups) return;
-  const int lane = threadIdx.x % 32;
-  const int64_t t = item / groups, g = item % groups;
+// Row t's group g of 128 channels (t < n; else zeros with scale 1) quantized by one warp, 4 values
+// a lane, the group's amax by a warp reduction; returns the group's scale.
+__device__ __forceinline__ float quantize_fp8_group(const bf16* x, int64_t t, int64_t n, int64_t K, int64_t g, uint8_t* xq, int lane) {
   float v[4] = {};
   float amax = 0.0f;
   if (t < n) {
@@ -37,7 +31,39 @@ __global__ void quantize_fp8_kernel(const bf16* x, int64_t n, int64_t K, uint8_t
   uint8_t* dst = xq + t * K + g * kFp8Group + 4 * lane;
 #pragma unroll
   for (int i = 0; i < 4; ++i) dst[i] = __nv_cvt_float_to_fp8(v[i] / scale, __NV_SATFINITE, __NV_E4M3);
-  if (lane == 0) scales[g * scale_ld + t] = scale;
+  return scale;
+}
+
+// One warp per (row, group): scales [K / 128, scale_ld], rows n..scale_ld-1 padding.
+__global__ void quantize_fp8_kernel(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld) {
+  dependency_wait();
+  const int64_t groups = K / kFp8Group;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (item >= scale_ld * groups) return;
+  const int64_t t = item / groups, g = item % groups;
+  const float scale = quantize_fp8_group(x, t, n, K, g, xq, threadIdx.x % 32);
+  if (threadIdx.x % 32 == 0) scales[g * scale_ld + t] = scale;
+}
+
+// The same over the experts' gathered rows: row t belongs to the expert e with padded[e] <= t <
+// padded[e + 1] (a binary search), whose scales form a [K / 128, rows_e] block of their own at
+// scales + padded[e] * K / 128.
+__global__ void quantize_fp8_expert_rows_kernel(const bf16* x, int64_t rows, int64_t K, const int32_t* padded, int64_t E, uint8_t* xq,
+                                                float* scales) {
+  dependency_wait();
+  const int64_t groups = K / kFp8Group;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (item >= rows * groups) return;
+  const int64_t t = item / groups, g = item % groups;
+  const float scale = quantize_fp8_group(x, t, rows, K, g, xq, threadIdx.x % 32);
+  if (threadIdx.x % 32 != 0) return;
+  int64_t lo = 0, hi = E;  // the last e with padded[e] <= t (empty experts share their row0)
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    if (padded[mid] <= t) lo = mid; else hi = mid;
+  }
+  const int64_t row0 = padded[lo], rows_e = padded[lo + 1] - row0;
+  scales[row0 * groups + g * rows_e + (t - row0)] = scale;
 }
 
 // 16 e4m3 values (one uint4) to float, two at a time through the hardware's e4m3x2 -> f16x2
@@ -363,6 +389,15 @@ void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* 
   if (scale_ld < n) fail("quantize_fp8_rows: scale_ld < n", cudaErrorInvalidValue, __FILE__, __LINE__);
   const int64_t items = scale_ld * (K / kFp8Group);
   launch(quantize_fp8_kernel, blocks_for(items * 32, 256), 256, stream, x, n, K, xq, scales, scale_ld);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+void quantize_fp8_expert_rows(const bf16* x, int64_t rows, int64_t K, const int32_t* padded, int64_t E, uint8_t* xq, float* scales,
+                              cudaStream_t stream) {
+  if (rows == 0) return;
+  check_fp8_width(K, "quantize_fp8_expert_rows: K must be a multiple of 128");
+  const int64_t items = rows * (K / kFp8Group);
+  launch(quantize_fp8_expert_rows_kernel, blocks_for(items * 32, 256), 256, stream, x, rows, K, padded, E, xq, scales);
   SS_CUDA_CHECK_LAUNCH();
 }
 

@@ -39,6 +39,14 @@ struct Fp8Activations {
 // GEMM's padding to a multiple of 4) are written as zeros. K a multiple of kFp8Group.
 void quantize_fp8_rows(const bf16* x, int64_t n, int64_t K, uint8_t* xq, float* scales, int64_t scale_ld, cudaStream_t stream);
 
+// quantize_fp8_rows over the experts' gathered rows x [rows, K] (moe_gather_rows: expert e's
+// rows are [padded[e], padded[e + 1]), counts multiples of 16), for one block-scaled GEMM an
+// expert: expert e's scales form a [K / 128, rows_e] block of their own (token-contiguous, as
+// cuBLASLt reads a GEMM's activation scales) at scales + padded[e] * K / 128. padded: [E + 1] on
+// the device.
+void quantize_fp8_expert_rows(const bf16* x, int64_t rows, int64_t K, const int32_t* padded, int64_t E, uint8_t* xq, float* scales,
+                              cudaStream_t stream);
+
 // y[t][r] (+)= sum_g scale_w(r, g) scale_x(t, g) sum_{k in g} w[r][k] xq[t][k] (+ bias[r]) for
 // n <= 8 tokens, 16 weight bytes a lane per load. y: [n, y_stride] float32.
 // The kernel: CUDA cores (e4m3 decoded by the conversion units, a row a warp), or tensor cores
