@@ -69,6 +69,11 @@ if want fp8; then
   for b in 1 32 128; do
     bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 128 --gen-tokens 32 --batch $b
   done
+  # Prefill (and batch-32 decode) with the FP8 experts as GEMMs (not yet the default), alternating.
+  for i in 1 2; do
+    bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 512 --gen-tokens 4 --batch 8
+    SEEKSERVE_CUDA_FP8_EXPERT_GEMMS=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 512 --gen-tokens 4 --batch 8
+  done
   # Batch 1 and 32 with the tensor-core kernels (not yet the defaults): the dense GEMV alone, then
   # with the experts' too; alternating with the defaults.
   for b in 1 32; do

@@ -238,9 +238,11 @@ TEST_P(CudaFp8ModelTest, LogitsMatchTheGoldensAndTheCpuW8A8Reference) {
   // The prefill paths at every size: experts as block-scaled GEMMs per expert (their rows
   // quantized together), MLA attention as GEMMs.
   SCOPED_TRACE("experts and attention as GEMMs");
+  ::setenv("SEEKSERVE_CUDA_FP8_EXPERT_GEMMS", "1", 1);
   ::setenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS", "1", 1);
   ::setenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS", "1", 1);
   auto gemm_gpu = load("cuda", ComputeDType::kFP8);
+  ::unsetenv("SEEKSERVE_CUDA_FP8_EXPERT_GEMMS");
   ::unsetenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS");
   ::unsetenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS");
   ASSERT_TRUE(gemm_gpu.ok());

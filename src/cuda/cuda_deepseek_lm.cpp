@@ -19,7 +19,9 @@ namespace {
 class CudaDeepseekLM final : public CudaCausalLM {
  public:
   explicit CudaDeepseekLM(DeepseekConfig config)
-      : config_(std::move(config)), rope_(make_rope_frequencies(config_.rope, config_.mla.qk_rope_head_dim)) {
+      : config_(std::move(config)),
+        rope_(make_rope_frequencies(config_.rope, config_.mla.qk_rope_head_dim)),
+        fp8_expert_gemms_(std::getenv("SEEKSERVE_CUDA_FP8_EXPERT_GEMMS") != nullptr) {
     if (const char* v = std::getenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS")) moe_gemm_min_tokens_ = std::max(1, std::atoi(v));
     if (const char* v = std::getenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS")) mla_gemm_min_tokens_ = std::max(1, std::atoi(v));
   }
@@ -62,8 +64,11 @@ class CudaDeepseekLM final : public CudaCausalLM {
   // MoE layers of at least moe_gemm_min_tokens_ tokens (prefill, large batches) run their experts
   // as cuBLASLt GEMMs over rows gathered by expert; that needs the expert counts on the host (a
   // synchronization per layer), so such steps are not captured in graphs.
-  // FP8 experts (--dtype fp8) run block-scaled GEMMs there, an expert's rows quantized together.
-  bool moe_uses_gemms(int64_t n) const { return n_moe_layers_ > 0 && n >= moe_gemm_min_tokens_; }
+  // FP8 experts (--dtype fp8) run block-scaled GEMMs there, an expert's rows quantized together,
+  // with SEEKSERVE_CUDA_FP8_EXPERT_GEMMS=1 (not yet measured; else the grouped kernels).
+  bool moe_uses_gemms(int64_t n) const {
+    return n_moe_layers_ > 0 && (!fp8_experts_ || fp8_expert_gemms_) && n >= moe_gemm_min_tokens_;
+  }
   int64_t fp8_activation_rows(const StepShape& shape) const override {
     if (n_moe_layers_ == 0) return shape.n;
     const int64_t pairs = shape.n * config_.moe.top_k;  // the experts' down inputs: a row a pair
@@ -112,6 +117,7 @@ class CudaDeepseekLM final : public CudaCausalLM {
   // GEMM path: token rows gathered by expert (padded), their gate|up and SwiGLU rows, and where
   // each pair's row landed; padded offsets copied to the host.
   int64_t moe_gemm_min_tokens_ = 65;  // SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS overrides (tests)
+  bool fp8_expert_gemms_;             // SEEKSERVE_CUDA_FP8_EXPERT_GEMMS
   int64_t gemm_rows_ = 0;
   DeviceBuffer<bf16> gathered_, expert_gate_up_rows_;
   DeviceBuffer<int32_t> row_of_pair_;
