@@ -2,7 +2,7 @@
 # One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
 # then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
 # scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
-#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8lite)
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8ab, fp8lite)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
@@ -69,6 +69,9 @@ if want fp8; then
   for b in 1 32 128; do
     bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 128 --gen-tokens 32 --batch $b
   done
+fi
+if want fp8ab; then
+  echo "== DeepSeek-V3 FP8, 8 layers: the opt-in kernels beside the defaults"
   # Prefill (and batch-32 decode) with the FP8 experts as GEMMs (not yet the default), alternating.
   for i in 1 2; do
     bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 512 --gen-tokens 4 --batch 8
