@@ -20,9 +20,9 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$out/device.txt"
 if want tests; then
   echo "== GPU tests"
-  # Two processes: a CUDA error is sticky, so a fault in the newer FP8 kernels cannot take the
-  # results of the others with it.
-  for filter in '-*Fp8*' '*Fp8*'; do
+  # Three processes: a CUDA error is sticky, so a fault in the newer kernels (FP8; the tensor-core
+  # MLA kernel and the device-generated dummy weights) cannot take the results of the others with it.
+  for filter in '-*Fp8*:*MlaAttention*:*DummyWeights*' '*Fp8*' '*MlaAttention*:*DummyWeights*'; do
     "$bin/cuda_test" --gtest_filter="$filter" 2>&1 | tee -a "$out/tests.txt" |
       grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|error|rel|Which is|Expected" | head -40
   done
