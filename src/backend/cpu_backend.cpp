@@ -24,7 +24,6 @@ constexpr int kRows = 4;    // weight rows per micro-kernel call
 constexpr int kTokens = 4;  // tokens per micro-kernel call
 // How far ahead of the loads each weight row is prefetched (decode streams weights once).
 constexpr int kPrefetchBytes = 1024;
-constexpr int64_t kRowByRowMaxK = 4096;  // int8 batch-1 rows up to this long are read one at a time
 
 // out[r][t] = dot(w[r], x[t]) over k < K: float32 rows.
 using F32Kernel = void (*)(const float* const* w, const float* const* x, int64_t K, float out[kRows][kTokens]);
@@ -197,31 +196,35 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void block_i8_vnni_t(cons
     for (int t = 0; t < T; ++t) out[r][t] = hsum512_epi32(acc[r][t]);
 }
 
-// One token against one int8 row, the row read front to back with four accumulators: a batch-1
-// decode task then streams its rows as one sequential run of memory. (The 4-row block kernel
-// reads four rows side by side; with short rows, 1,536 bytes, those four interleaved streams
-// kept ~70% of the read bandwidth, long rows ~100%.) Same arithmetic as block_i8_vnni_t.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) int32_t row_dot_i8_vnni(const int8_t* w, const int8_t* x, int64_t K) {
-  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t k = 0;
-  for (; k + 256 <= K; k += 256) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + k) + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w + k) + kPrefetchBytes + 128, _MM_HINT_T0);
-    a0 = _mm512_dpbusd_epi32(a0, _mm512_xor_si512(_mm512_loadu_si512(w + k), sign), _mm512_loadu_si512(x + k));
-    a1 = _mm512_dpbusd_epi32(a1, _mm512_xor_si512(_mm512_loadu_si512(w + k + 64), sign), _mm512_loadu_si512(x + k + 64));
-    a2 = _mm512_dpbusd_epi32(a2, _mm512_xor_si512(_mm512_loadu_si512(w + k + 128), sign), _mm512_loadu_si512(x + k + 128));
-    a3 = _mm512_dpbusd_epi32(a3, _mm512_xor_si512(_mm512_loadu_si512(w + k + 192), sign), _mm512_loadu_si512(x + k + 192));
-  }
-  for (; k < K; k += 64) {  // x is zero-padded to a multiple of 64: masked-off weights add nothing
-    const __mmask64 m = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
-    a0 = _mm512_dpbusd_epi32(a0, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, w + k), sign), _mm512_loadu_si512(x + k));
-  }
-  return hsum512_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
-}
-
 void block_i8_vnni(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
   for_token_count<kTokens>(tokens, [&](auto T) { block_i8_vnni_t<decltype(T)::value>(w, x, K, out); });
+}
+
+// One token against int8 rows [begin, end) of w (row stride K; x padded to a multiple of 64)
+// through the 4-row kernel, its 4 rows taken from the 4 quarters of the range: each quarter is
+// read front to back across its rows, four long streams side by side. Rows read four at a time
+// from one place (four streams of one short row each) or one at a time (one stream) kept ~75% of
+// the read bandwidth on 1,536-byte rows; quarters of a 64-row range ~95% (docs/PERF.md).
+// store(row, dot) receives each row's integer dot product.
+constexpr int64_t kQuarteredRows = 64;  // rows a batch-1 task takes
+
+template <typename Store>
+void quartered_rows_i8_vnni(const int8_t* w, int64_t K, const int8_t* x, int64_t begin, int64_t end, Store&& store) {
+  const int64_t quarter = (end - begin + kRows - 1) / kRows;
+  const int8_t* xr[kTokens];
+  for (int t = 0; t < kTokens; ++t) xr[t] = x;
+  for (int64_t b = 0; b < quarter; ++b) {
+    int64_t row[kRows];
+    const int8_t* wr[kRows];
+    for (int q = 0; q < kRows; ++q) {
+      row[q] = begin + q * quarter + b;
+      wr[q] = w + std::min(row[q], end - 1) * K;  // past the end: the last row again (not stored)
+    }
+    int32_t out[kRows][kTokens];
+    block_i8_vnni(wr, xr, K, out, 1);
+    for (int q = 0; q < kRows; ++q)
+      if (row[q] < end) store(row[q], out[q][0]);
+  }
 }
 
 void block_i8_avx512(const int8_t* const* w, const int8_t* const* x, int64_t K, int32_t out[kRows][kTokens], int64_t tokens) {
@@ -428,7 +431,7 @@ CpuBackend::CpuBackend(int n_threads, CpuIsa isa) {
 
 void CpuBackend::moe_experts(const MoeArgs& a) {
   constexpr int64_t kFusedMaxTokens = 4;  // decode steps; prefill groups many tokens per expert
-  bool fused = fused_moe_ && vnni_ && a.n_tokens <= kFusedMaxTokens && a.hidden <= kRowByRowMaxK;
+  bool fused = fused_moe_ && vnni_ && a.n_tokens <= kFusedMaxTokens;
   moe_pairs_.clear();
   for (int64_t t = 0; t < a.n_tokens && fused; ++t)
     for (int64_t j = 0; j < a.top_k; ++j) {
@@ -436,7 +439,7 @@ void CpuBackend::moe_experts(const MoeArgs& a) {
       SS_CHECK(e >= 0 && static_cast<size_t>(e) < a.experts.size(), "expert id out of range");
       const MlpWeights& w = a.experts[static_cast<size_t>(e)];
       fused = fused && w.gate.format == WeightFormat::kI8Row && w.up.format == WeightFormat::kI8Row &&
-              w.down.format == WeightFormat::kI8Row && w.down.cols <= kRowByRowMaxK;
+              w.down.format == WeightFormat::kI8Row;
       moe_pairs_.push_back({e, t, a.expert_weights[t * a.top_k + j]});
     }
   if (!fused || moe_pairs_.empty()) return ReferenceBackend::moe_experts(a);
@@ -444,28 +447,24 @@ void CpuBackend::moe_experts(const MoeArgs& a) {
   std::stable_sort(moe_pairs_.begin(), moe_pairs_.end(), [](const ExpertPair& x, const ExpertPair& y) { return x.expert < y.expert; });
   const int64_t P = static_cast<int64_t>(moe_pairs_.size()), D = a.hidden, I = a.experts[static_cast<size_t>(moe_pairs_[0].expert)].gate.rows;
   const int64_t D32 = (D + 63) / 64 * 64, I32 = (I + 63) / 64 * 64;
-  constexpr int64_t kTaskRows = 16;
 
   // Each token's activations quantized once, as every per-expert matmul would quantize them.
   x_i8_.resize(static_cast<size_t>(a.n_tokens * D32));
   x_scale_.resize(static_cast<size_t>(a.n_tokens));
   x_bias_.resize(static_cast<size_t>(a.n_tokens));
   quantize_rows_i8_avx512(a.x, D, a.n_tokens, D, x_i8_.data(), D32, x_scale_.data(), x_bias_.data());
-  // gate | up rows of every pair: task = (pair, 16 of its 2I rows).
+  // gate | up rows of every pair: task = (pair, gate or up, kQuarteredRows of its I rows).
   moe_gate_up_.resize(static_cast<size_t>(P * 2 * I));
-  const int64_t gu_tasks = (2 * I + kTaskRows - 1) / kTaskRows;
-  pool_->run(P * gu_tasks, [&](int64_t task) {
-    const ExpertPair& pair = moe_pairs_[static_cast<size_t>(task / gu_tasks)];
-    const MlpWeights& w = a.experts[static_cast<size_t>(pair.expert)];
-    const int8_t* xq = x_i8_.data() + pair.token * D32;
-    float* y = moe_gate_up_.data() + (task / gu_tasks) * 2 * I;
-    const int64_t r0 = (task % gu_tasks) * kTaskRows, r1 = std::min(2 * I, r0 + kTaskRows);
-    for (int64_t r = r0; r < r1; ++r) {
-      const Weight& m = r < I ? w.gate : w.up;
-      const int64_t row = r < I ? r : r - I;
-      const int32_t dot = row_dot_i8_vnni(static_cast<const int8_t*>(m.data) + row * D, xq, D);
-      y[r] = x_scale_[static_cast<size_t>(pair.token)] * m.scale_inv[row] * static_cast<float>(dot - x_bias_[static_cast<size_t>(pair.token)]);
-    }
+  const int64_t i_tasks = (I + kQuarteredRows - 1) / kQuarteredRows;
+  pool_->run(P * 2 * i_tasks, [&](int64_t task) {
+    const int64_t p = task / (2 * i_tasks), half = task / i_tasks % 2, r0 = task % i_tasks * kQuarteredRows;
+    const ExpertPair& pair = moe_pairs_[static_cast<size_t>(p)];
+    const Weight& m = half == 0 ? a.experts[static_cast<size_t>(pair.expert)].gate : a.experts[static_cast<size_t>(pair.expert)].up;
+    float* y = moe_gate_up_.data() + p * 2 * I + half * I;
+    const float x_scale = x_scale_[static_cast<size_t>(pair.token)];
+    const int32_t x_bias = x_bias_[static_cast<size_t>(pair.token)];
+    quartered_rows_i8_vnni(static_cast<const int8_t*>(m.data), D, x_i8_.data() + pair.token * D32, r0, std::min(I, r0 + kQuarteredRows),
+                           [&](int64_t r, int32_t dot) { y[r] = x_scale * m.scale_inv[r] * static_cast<float>(dot - x_bias); });
   });
   moe_act_.resize(static_cast<size_t>(P * I));
   for (int64_t p = 0; p < P; ++p) silu_mul(moe_gate_up_.data() + p * 2 * I, moe_gate_up_.data() + p * 2 * I + I, I, moe_act_.data() + p * I);
@@ -473,18 +472,17 @@ void CpuBackend::moe_experts(const MoeArgs& a) {
   moe_act_scale_.resize(static_cast<size_t>(P));
   moe_act_bias_.resize(static_cast<size_t>(P));
   quantize_rows_i8_avx512(moe_act_.data(), I, P, I, moe_act_i8_.data(), I32, moe_act_scale_.data(), moe_act_bias_.data());
-  // down rows of every pair: task = (pair, 16 of its D rows).
+  // down rows of every pair: task = (pair, kQuarteredRows of its D rows).
   moe_down_.resize(static_cast<size_t>(P * D));
-  const int64_t down_tasks = (D + kTaskRows - 1) / kTaskRows;
+  const int64_t down_tasks = (D + kQuarteredRows - 1) / kQuarteredRows;
   pool_->run(P * down_tasks, [&](int64_t task) {
-    const int64_t p = task / down_tasks;
+    const int64_t p = task / down_tasks, r0 = task % down_tasks * kQuarteredRows;
     const Weight& m = a.experts[static_cast<size_t>(moe_pairs_[static_cast<size_t>(p)].expert)].down;
-    const int64_t r0 = (task % down_tasks) * kTaskRows, r1 = std::min(D, r0 + kTaskRows);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int32_t dot = row_dot_i8_vnni(static_cast<const int8_t*>(m.data) + r * I, moe_act_i8_.data() + p * I32, I);
-      moe_down_[static_cast<size_t>(p * D + r)] =
-          moe_act_scale_[static_cast<size_t>(p)] * m.scale_inv[r] * static_cast<float>(dot - moe_act_bias_[static_cast<size_t>(p)]);
-    }
+    quartered_rows_i8_vnni(static_cast<const int8_t*>(m.data), I, moe_act_i8_.data() + p * I32, r0, std::min(D, r0 + kQuarteredRows),
+                           [&](int64_t r, int32_t dot) {
+                             moe_down_[static_cast<size_t>(p * D + r)] =
+                                 moe_act_scale_[static_cast<size_t>(p)] * m.scale_inv[r] * static_cast<float>(dot - moe_act_bias_[static_cast<size_t>(p)]);
+                           });
   });
   for (int64_t p = 0; p < P; ++p) {
     const ExpertPair& pair = moe_pairs_[static_cast<size_t>(p)];
@@ -504,20 +502,19 @@ void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_strid
   // The VNNI kernel computes sum (w + 128) * x and takes x_bias back out; vpmaddwd needs no bias.
   if (!vnni_) std::fill(x_bias_.begin(), x_bias_.end(), 0);
   const int8_t* wq = static_cast<const int8_t*>(w.data);
-  constexpr int64_t kTaskRows = 16;
-  // Batch-1 decode over short rows reads row by row (kernel-bench from memory, 2 threads, K = 1,536:
-  // 18.7 vs 17.8 GB/s; K = 8,960 stays with the block kernel: 24.2 vs 20.4). SEEKSERVE_I8_BLOCK_GEMV=1
-  // keeps the block kernel everywhere, to compare. (The same for bf16 rows of 3 KB was slower:
-  // 18.6 vs 20.3 GB/s, so bf16 keeps the block kernel.)
-  const bool row_by_row = vnni_ && n == 1 && K <= kRowByRowMaxK && std::getenv("SEEKSERVE_I8_BLOCK_GEMV") == nullptr;
+  // Batch-1 decode reads each task's rows as four quarters side by side (quartered_rows_i8_vnni);
+  // SEEKSERVE_I8_BLOCK_GEMV=1 keeps the plain block kernel (4 neighbouring rows), to compare.
+  const bool quartered = vnni_ && n == 1 && std::getenv("SEEKSERVE_I8_BLOCK_GEMV") == nullptr;
+  const int64_t task_rows = quartered ? kQuarteredRows : 16;
   auto task = [&](int64_t task_index) {
-    const int64_t row_end = std::min(M, (task_index + 1) * kTaskRows);
-    if (row_by_row) {
-      for (int64_t r = task_index * kTaskRows; r < row_end; ++r)
-        y[r] = x_scale_[0] * w.scale_inv[r] * static_cast<float>(row_dot_i8_vnni(wq + r * K, x_i8_.data(), K) - x_bias_[0]);
+    const int64_t row_end = std::min(M, (task_index + 1) * task_rows);
+    if (quartered) {
+      quartered_rows_i8_vnni(wq, K, x_i8_.data(), task_index * task_rows, row_end, [&](int64_t r, int32_t dot) {
+        y[r] = x_scale_[0] * w.scale_inv[r] * static_cast<float>(dot - x_bias_[0]);
+      });
       return;
     }
-    for (int64_t r0 = task_index * kTaskRows; r0 < row_end; r0 += kRows) {
+    for (int64_t r0 = task_index * task_rows; r0 < row_end; r0 += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, row_end - r0);
       const int8_t* wr[kRows];
       for (int r = 0; r < kRows; ++r) wr[r] = wq + (r0 + std::min<int64_t>(r, rows - 1)) * K;
@@ -535,7 +532,7 @@ void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_strid
       }
     }
   };
-  const int64_t n_tasks = (M + kTaskRows - 1) / kTaskRows;
+  const int64_t n_tasks = (M + task_rows - 1) / task_rows;
   if (M * K * std::max<int64_t>(n, 1) < (int64_t{1} << 17)) {
     for (int64_t i = 0; i < n_tasks; ++i) task(i);
   } else {
