@@ -200,28 +200,29 @@ void block_i8_vnni(const int8_t* const* w, const int8_t* const* x, int64_t K, in
   for_token_count<kTokens>(tokens, [&](auto T) { block_i8_vnni_t<decltype(T)::value>(w, x, K, out); });
 }
 
-// One token against int8 rows [begin, end) of w (row stride K; x padded to a multiple of 64)
-// through the 4-row kernel, its 4 rows taken from the 4 quarters of the range: each quarter is
-// read front to back across its rows, four long streams side by side. Rows read four at a time
-// from one place (four streams of one short row each) or one at a time (one stream) kept ~75% of
-// the read bandwidth on 1,536-byte rows; quarters of a 64-row range ~95% (docs/PERF.md).
-// store(row, dot) receives each row's integer dot product.
+// One token against rows [begin, end) of w (row stride K; x padded for the kernel) through a
+// 4-row kernel (block_i8_vnni, block_bf16_avx512), its 4 rows taken from the 4 quarters of the
+// range: each quarter is read front to back across its rows, four long streams side by side.
+// Four neighbouring rows (four streams one short row long) or one row at a time (one stream)
+// kept 70-85% of the read bandwidth on rows of 1.5-3 KB; quarters of a 64-row range 95-100%
+// (docs/PERF.md). store(row, result) receives each row's dot product.
 constexpr int64_t kQuarteredRows = 64;  // rows a batch-1 task takes
 
-template <typename Store>
-void quartered_rows_i8_vnni(const int8_t* w, int64_t K, const int8_t* x, int64_t begin, int64_t end, Store&& store) {
+template <typename Element, typename Out, typename Store>
+void quartered_rows(void (*kernel)(const Element* const*, const Element* const*, int64_t, Out[kRows][kTokens], int64_t),
+                    const Element* w, int64_t K, const Element* x, int64_t begin, int64_t end, Store&& store) {
   const int64_t quarter = (end - begin + kRows - 1) / kRows;
-  const int8_t* xr[kTokens];
+  const Element* xr[kTokens];
   for (int t = 0; t < kTokens; ++t) xr[t] = x;
   for (int64_t b = 0; b < quarter; ++b) {
     int64_t row[kRows];
-    const int8_t* wr[kRows];
+    const Element* wr[kRows];
     for (int q = 0; q < kRows; ++q) {
       row[q] = begin + q * quarter + b;
       wr[q] = w + std::min(row[q], end - 1) * K;  // past the end: the last row again (not stored)
     }
-    int32_t out[kRows][kTokens];
-    block_i8_vnni(wr, xr, K, out, 1);
+    Out out[kRows][kTokens];
+    kernel(wr, xr, K, out, 1);
     for (int q = 0; q < kRows; ++q)
       if (row[q] < end) store(row[q], out[q][0]);
   }
@@ -463,8 +464,8 @@ void CpuBackend::moe_experts(const MoeArgs& a) {
     float* y = moe_gate_up_.data() + p * 2 * I + half * I;
     const float x_scale = x_scale_[static_cast<size_t>(pair.token)];
     const int32_t x_bias = x_bias_[static_cast<size_t>(pair.token)];
-    quartered_rows_i8_vnni(static_cast<const int8_t*>(m.data), D, x_i8_.data() + pair.token * D32, r0, std::min(I, r0 + kQuarteredRows),
-                           [&](int64_t r, int32_t dot) { y[r] = x_scale * m.scale_inv[r] * static_cast<float>(dot - x_bias); });
+    quartered_rows(block_i8_vnni, static_cast<const int8_t*>(m.data), D, x_i8_.data() + pair.token * D32, r0, std::min(I, r0 + kQuarteredRows),
+                   [&](int64_t r, int32_t dot) { y[r] = x_scale * m.scale_inv[r] * static_cast<float>(dot - x_bias); });
   });
   moe_act_.resize(static_cast<size_t>(P * I));
   for (int64_t p = 0; p < P; ++p) silu_mul(moe_gate_up_.data() + p * 2 * I, moe_gate_up_.data() + p * 2 * I + I, I, moe_act_.data() + p * I);
@@ -478,11 +479,11 @@ void CpuBackend::moe_experts(const MoeArgs& a) {
   pool_->run(P * down_tasks, [&](int64_t task) {
     const int64_t p = task / down_tasks, r0 = task % down_tasks * kQuarteredRows;
     const Weight& m = a.experts[static_cast<size_t>(moe_pairs_[static_cast<size_t>(p)].expert)].down;
-    quartered_rows_i8_vnni(static_cast<const int8_t*>(m.data), I, moe_act_i8_.data() + p * I32, r0, std::min(D, r0 + kQuarteredRows),
-                           [&](int64_t r, int32_t dot) {
-                             moe_down_[static_cast<size_t>(p * D + r)] =
-                                 moe_act_scale_[static_cast<size_t>(p)] * m.scale_inv[r] * static_cast<float>(dot - moe_act_bias_[static_cast<size_t>(p)]);
-                           });
+    quartered_rows(block_i8_vnni, static_cast<const int8_t*>(m.data), I, moe_act_i8_.data() + p * I32, r0, std::min(D, r0 + kQuarteredRows),
+                   [&](int64_t r, int32_t dot) {
+                     moe_down_[static_cast<size_t>(p * D + r)] =
+                         moe_act_scale_[static_cast<size_t>(p)] * m.scale_inv[r] * static_cast<float>(dot - moe_act_bias_[static_cast<size_t>(p)]);
+                   });
   });
   for (int64_t p = 0; p < P; ++p) {
     const ExpertPair& pair = moe_pairs_[static_cast<size_t>(p)];
@@ -502,14 +503,14 @@ void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_strid
   // The VNNI kernel computes sum (w + 128) * x and takes x_bias back out; vpmaddwd needs no bias.
   if (!vnni_) std::fill(x_bias_.begin(), x_bias_.end(), 0);
   const int8_t* wq = static_cast<const int8_t*>(w.data);
-  // Batch-1 decode reads each task's rows as four quarters side by side (quartered_rows_i8_vnni);
+  // Batch-1 decode reads each task's rows as four quarters side by side (quartered_rows);
   // SEEKSERVE_I8_BLOCK_GEMV=1 keeps the plain block kernel (4 neighbouring rows), to compare.
   const bool quartered = vnni_ && n == 1 && std::getenv("SEEKSERVE_I8_BLOCK_GEMV") == nullptr;
   const int64_t task_rows = quartered ? kQuarteredRows : 16;
   auto task = [&](int64_t task_index) {
     const int64_t row_end = std::min(M, (task_index + 1) * task_rows);
     if (quartered) {
-      quartered_rows_i8_vnni(wq, K, x_i8_.data(), task_index * task_rows, row_end, [&](int64_t r, int32_t dot) {
+      quartered_rows(block_i8_vnni, wq, K, x_i8_.data(), task_index * task_rows, row_end, [&](int64_t r, int32_t dot) {
         y[r] = x_scale_[0] * w.scale_inv[r] * static_cast<float>(dot - x_bias_[0]);
       });
       return;
@@ -569,14 +570,23 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t x_stride, int64
   const bool avx512 = isa_ >= CpuIsa::kAvx512;
   const F32Kernel f32_kernel = isa_ == CpuIsa::kAvx2 ? block_f32_avx2 : block_f32_portable;
 
-  // Tasks of 16 rows; each streams its weight rows once for all tokens.
-  constexpr int64_t kTaskRows = 16;
-  const int64_t n_tasks = (M + kTaskRows - 1) / kTaskRows;
+  // Tasks of 16 rows; each streams its weight rows once for all tokens. Native bf16 at batch 1:
+  // tasks of kQuarteredRows read as four quarters (SEEKSERVE_BF16_BLOCK_GEMV=1: four neighbouring
+  // rows at a time, to compare).
+  static const bool block_gemv = std::getenv("SEEKSERVE_BF16_BLOCK_GEMV") != nullptr;
+  const bool quartered = native_bf16 && n == 1 && !block_gemv;
+  const int64_t task_rows = quartered ? kQuarteredRows : 16;
+  const int64_t n_tasks = (M + task_rows - 1) / task_rows;
   auto task = [&](int64_t task_index) {
     thread_local std::vector<float> dequantized;  // [kRows, K] for weights the kernels cannot read directly
-    const int64_t row_end = std::min(M, (task_index + 1) * kTaskRows);
+    const int64_t row_end = std::min(M, (task_index + 1) * task_rows);
+    if (quartered) {
+      quartered_rows(block_bf16_avx512, static_cast<const uint16_t*>(w.data), K, x_bf16_.data(), task_index * task_rows, row_end,
+                     [&](int64_t r, float dot) { y[r] = dot; });
+      return;
+    }
 
-    for (int64_t r0 = task_index * kTaskRows; r0 < row_end; r0 += kRows) {
+    for (int64_t r0 = task_index * task_rows; r0 < row_end; r0 += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, row_end - r0);
       const float* wf[kRows];
       const uint16_t* wb[kRows];
