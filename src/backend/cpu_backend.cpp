@@ -505,7 +505,8 @@ void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_strid
   const int8_t* wq = static_cast<const int8_t*>(w.data);
   // Batch-1 decode reads each task's rows as four quarters side by side (quartered_rows);
   // SEEKSERVE_I8_BLOCK_GEMV=1 keeps the plain block kernel (4 neighbouring rows), to compare.
-  const bool quartered = vnni_ && n == 1 && std::getenv("SEEKSERVE_I8_BLOCK_GEMV") == nullptr;
+  static const bool block_gemv = std::getenv("SEEKSERVE_I8_BLOCK_GEMV") != nullptr;
+  const bool quartered = vnni_ && n == 1 && !block_gemv;
   const int64_t task_rows = quartered ? kQuarteredRows : 16;
   auto task = [&](int64_t task_index) {
     const int64_t row_end = std::min(M, (task_index + 1) * task_rows);

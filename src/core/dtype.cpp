@@ -2,9 +2,6 @@
 
 #include <array>
 #include <cmath>
-#include <cstring>
-
-#include "core/float_convert.h"
 
 namespace seekserve {
 

@@ -6,6 +6,8 @@
 #include <optional>
 #include <string_view>
 
+#include "core/float_convert.h"
+
 namespace seekserve {
 
 // The dtypes a safetensors header may name. Weights use F32/BF16/F16/F8_E4M3; goldens use I32.
@@ -27,11 +29,9 @@ inline float bf16_to_f32(uint16_t bits) {
 
 // Round to nearest even, as PyTorch does; NaN stays a (quiet) NaN.
 inline uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
+  const uint32_t u = float_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
+  return finite_to_bf16(f);
 }
 
 // Rounds a float to the nearest bf16 value, kept as a float.

@@ -25,7 +25,7 @@ SS_HOST_DEVICE inline uint32_t float_bits(float f) {
 #endif
 }
 
-// Finite f to bf16, rounding to nearest even (f32_to_bf16 without its NaN case).
+// Finite f to bf16, rounding to nearest even (core/dtype.h's f32_to_bf16 adds the NaN case).
 SS_HOST_DEVICE inline uint16_t finite_to_bf16(float f) {
   const uint32_t u = float_bits(f);
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
