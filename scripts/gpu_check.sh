@@ -51,17 +51,21 @@ if want deepseek; then
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64 --batch 32
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 4096 --gen-tokens 4
-  # The MLA decode kernel alone at V3 widths, batch 64, 8k positions (the issue's 80% goal).
-  # Both kernels: CUDA cores (default) and tensor cores (SEEKSERVE_CUDA_MLA_MMA=1), alternating.
+  # The MLA decode kernel alone at V3 widths, batch 64, 8k positions (the issue's 80% goal):
+  # tensor cores (default) and CUDA cores (SEEKSERVE_CUDA_MLA_SIMT=1), alternating.
+  mla_bench() {
+    "$bin/seekserve" bench --kernel mla-decode --device cuda --model configs/deepseek-v3.json --batch 64 --context 8192 --json 2>&1 |
+      tee -a "$out/bench.jsonl"
+  }
   for i in 1 2; do
-    for kernel in cuda-cores tensor-cores; do
-      if [ $kernel = tensor-cores ]; then export SEEKSERVE_CUDA_MLA_MMA=1; else unset SEEKSERVE_CUDA_MLA_MMA; fi
-      "$bin/seekserve" bench --kernel mla-decode --device cuda --model configs/deepseek-v3.json --batch 64 --context 8192 --json 2>&1 |
-        tee -a "$out/bench.jsonl"
-    done
+    mla_bench
+    SEEKSERVE_CUDA_MLA_SIMT=1 mla_bench
   done
-  unset SEEKSERVE_CUDA_MLA_MMA
-  SEEKSERVE_CUDA_MLA_MMA=1 bench --model configs/deepseek-v2-lite.json --prompt-tokens 4096 --gen-tokens 4
+  # bf16 experts at batch 1: the CUDA-core GEMV (chosen) against the tensor cores, alternating.
+  for i in 1 2; do
+    bench --model configs/deepseek-v2-lite.json --prompt-tokens 16 --gen-tokens 64
+    SEEKSERVE_CUDA_MOE_MMA=1 bench --model configs/deepseek-v2-lite.json --prompt-tokens 16 --gen-tokens 64
+  done
 fi
 if want fp8; then
   # DeepSeek-V3 shapes in FP8 (W8A8), first 8 layers (3 dense + 5 MoE), the issue's batches.
@@ -71,20 +75,11 @@ if want fp8; then
   done
 fi
 if want fp8ab; then
-  echo "== DeepSeek-V3 FP8, 8 layers: the opt-in kernels beside the defaults"
-  # Prefill (and batch-32 decode) with the FP8 experts as GEMMs (not yet the default), alternating.
-  for i in 1 2; do
-    bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 512 --gen-tokens 4 --batch 8
-    SEEKSERVE_CUDA_FP8_EXPERT_GEMMS=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 512 --gen-tokens 4 --batch 8
-  done
-  # Batch 1 and 32 with the tensor-core kernels (not yet the defaults): the dense GEMV alone, then
-  # with the experts' too; alternating with the defaults.
-  for b in 1 32; do
+  echo "== DeepSeek-V3 FP8, 8 layers: prefill with the experts as GEMMs or through the grouped kernels, alternating"
+  for tokens in 256 512 1024 2048; do
     for i in 1 2; do
-      bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32 --batch $b
-      SEEKSERVE_CUDA_FP8_GEMV_MMA=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens 16 --gen-tokens 32 --batch $b
-      SEEKSERVE_CUDA_FP8_GEMV_MMA=1 SEEKSERVE_CUDA_MOE_MMA=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 \
-        --prompt-tokens 16 --gen-tokens 32 --batch $b
+      SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens $tokens --gen-tokens 2
+      SEEKSERVE_CUDA_FP8_EXPERT_KERNELS=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens $tokens --gen-tokens 2
     done
   done
 fi

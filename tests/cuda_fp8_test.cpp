@@ -60,14 +60,11 @@ TEST_F(CudaTest, Fp8GemvOverUploadedPartsMatchesTheCpuW8A8Matmul) {
     auto d_xq = upload(std::vector<uint8_t>(x.size(), 0));
     auto d_xs = upload(std::vector<float>(static_cast<size_t>(n * K / kFp8Group), 0.0f));
     quantize_fp8_rows(d_x.data(), n, K, d_xq.data(), d_xs.data(), n, nullptr);
-    for (const Fp8GemvKernel kernel : {Fp8GemvKernel::kCudaCores, Fp8GemvKernel::kTensorCores}) {
-      SCOPED_TRACE(kernel == Fp8GemvKernel::kTensorCores ? "tensor cores" : "CUDA cores");
+    {
       auto d_y = upload(start, 8, kSentinel);
-      fp8_gemv(m.fp8_weight(), M, K, {d_xq.data(), d_xs.data(), n}, n, d_bias.data(), true, d_y.data(), M, nullptr, kernel);
+      fp8_gemv(m.fp8_weight(), M, K, {d_xq.data(), d_xs.data(), n}, n, d_bias.data(), true, d_y.data(), M, nullptr);
       const std::vector<float> got = download(d_y, want.size() + 8);
-      // Hopper's FP8 tensor cores keep about 14 bits in their internal sums (DeepSeek-V3's report,
-      // section 3.3.2); here they sum 128 products at a time before the float32 scaling.
-      const double tolerance = kernel == Fp8GemvKernel::kTensorCores ? 1e-3 : 1e-4;
+      const double tolerance = 1e-4;
       EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(want.size())), want), tolerance);
       std::vector<float> got_subnormal, want_subnormal;  // rows 1..71 of part a, every token
       for (int64_t t = 0; t < n; ++t)
@@ -84,6 +81,25 @@ TEST_F(CudaTest, Fp8GemvOverUploadedPartsMatchesTheCpuW8A8Matmul) {
 // The GEMM path's quantization of the experts' gathered rows: each expert's rows bit for bit as
 // quantize_fp8_rows quantizes them alone (its scales a [K / 128, rows_e] block at padded[e] *
 // K / 128), with empty experts between and at either end.
+// An input width without whole 128-channel activation groups (DeepSeek-V2-Lite's dense down,
+// 10,944 wide) cannot run W8A8: such a matrix goes up as bf16, each element its dequantized value.
+TEST_F(CudaTest, W8A8MatrixWithoutWholeGroupsIsUploadedAsItsBf16Values) {
+  const int64_t rows = 5, K = 200;
+  const Weight w = w8a8(random(static_cast<size_t>(rows * K), 0.5f), rows, K);
+  DeviceMatrix m;
+  ASSERT_TRUE(upload_matrix({&w}, &m).ok());
+  EXPECT_FALSE(m.is_fp8());
+  ASSERT_EQ(m.rows, rows);
+  ASSERT_EQ(m.cols, K);
+  std::vector<bf16> got(static_cast<size_t>(rows * K));
+  SS_CUDA_CHECK(cudaMemcpy(got.data(), m.data.data(), got.size() * sizeof(bf16), cudaMemcpyDeviceToHost));
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t r = 0; r < rows; ++r) {
+    w.row_to_f32(r, row.data());
+    for (int64_t c = 0; c < K; ++c) ASSERT_EQ(__bfloat162float(got[static_cast<size_t>(r * K + c)]), round_to_bf16(row[static_cast<size_t>(c)])) << r << ", " << c;
+  }
+}
+
 TEST_F(CudaTest, Fp8ExpertRowQuantizationMatchesEachExpertQuantizedAlone) {
   const int64_t K = 384, groups = K / kFp8Group;
   const std::vector<int32_t> padded = {0, 0, 16, 16, 48, 64, 64};  // E = 6: experts 0, 2 and 5 empty
@@ -181,12 +197,13 @@ double cpu_fp8_golden_bound(const std::string& fixture) { return fixture == "tin
 //   two correct implementations of the scheme differ by a fraction of the scheme's own error
 //   (measured on the H200, 2026-11-30: 0.020-0.023 on tiny-deepseek-v3, 0.067-0.090 on
 //   random-deepseek-v3-fp8, whose logits are small noise). A wrong scale, group or row gives
-//   errors of order 1.
+//   errors of order 1. The random fixture's router has near-ties everywhere, so a whole prompt
+//   may not keep the CPU's routing: what must hold is that some tokens were compared at all.
 void check_against_references(CausalLM& gpu_model, CausalLM& cpu_model, const std::string& fixture) {
   const int64_t V = gpu_model.info().vocab_size;
   const double bound = cpu_fp8_golden_bound(fixture);
   testing::Golden golden(fixture);
-  int64_t prompts_compared = 0, decode_steps_compared = 0;
+  int64_t tokens_compared = 0;
   for (const std::string& p : golden.prompts()) {
     SCOPED_TRACE(p);
     const std::vector<int32_t> ids = golden.ints(p + ".ids");
@@ -200,6 +217,7 @@ void check_against_references(CausalLM& gpu_model, CausalLM& cpu_model, const st
     ASSERT_EQ(gpu_all.size(), cpu_all.size());
     const int64_t flip = testing::first_routing_flip(cpu_routing, gpu_routing);
     const int64_t agreeing = flip >= 0 ? flip : prefix;
+    tokens_compared += agreeing;
     if (agreeing > 0) {
       EXPECT_LE(testing::relative_l2(gpu_all.data(), cpu_all.data(), static_cast<size_t>(agreeing * V)), bound)
           << "prefill, " << agreeing << " tokens";
@@ -215,19 +233,19 @@ void check_against_references(CausalLM& gpu_model, CausalLM& cpu_model, const st
       routing_agrees = routing_agrees && testing::first_routing_flip(cpu_step, gpu_step) < 0;
       if (!routing_agrees) continue;
       EXPECT_LE(testing::relative_l2(g.data(), c.data(), static_cast<size_t>(V)), bound) << "decode step at position " << t;
-      ++decode_steps_compared;
+      ++tokens_compared;
     }
-    if (flip < 0) ++prompts_compared;
     const std::vector<float> tail = golden.floats(p + ".logits_tail");
     const size_t offset = gpu_all.size() - tail.size();
     const double gpu_error = testing::relative_l2(gpu_all.data() + offset, tail.data(), tail.size());
     const double cpu_error = testing::relative_l2(cpu_all.data() + offset, tail.data(), tail.size());
-    std::printf("%s %s: tail-logit relative error against the goldens, GPU %.4f, CPU %.4f (bound %.3f)\n", fixture.c_str(),
-                p.c_str(), gpu_error, cpu_error, bound);
+    std::printf("%s %s: tail-logit relative error against the goldens, GPU %.4f, CPU %.4f (bound %.3f); routing as the CPU's "
+                "for %lld of %lld prompt tokens%s\n",
+                fixture.c_str(), p.c_str(), gpu_error, cpu_error, bound, static_cast<long long>(agreeing), static_cast<long long>(prefix),
+                routing_agrees ? " and every decode step" : "");
     EXPECT_LE(gpu_error, bound);
   }
-  EXPECT_GT(prompts_compared, 0) << "some prompt must keep the reference's routing throughout";
-  EXPECT_GT(decode_steps_compared, 0);
+  EXPECT_GT(tokens_compared, 0) << "some tokens must keep the reference's routing";
 }
 
 TEST_P(CudaFp8ModelTest, LogitsMatchTheGoldensAndTheCpuW8A8Reference) {
@@ -238,11 +256,9 @@ TEST_P(CudaFp8ModelTest, LogitsMatchTheGoldensAndTheCpuW8A8Reference) {
   // The prefill paths at every size: experts as block-scaled GEMMs per expert (their rows
   // quantized together), MLA attention as GEMMs.
   SCOPED_TRACE("experts and attention as GEMMs");
-  ::setenv("SEEKSERVE_CUDA_FP8_EXPERT_GEMMS", "1", 1);
   ::setenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS", "1", 1);
   ::setenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS", "1", 1);
   auto gemm_gpu = load("cuda", ComputeDType::kFP8);
-  ::unsetenv("SEEKSERVE_CUDA_FP8_EXPERT_GEMMS");
   ::unsetenv("SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS");
   ::unsetenv("SEEKSERVE_CUDA_MLA_GEMM_MIN_TOKENS");
   ASSERT_TRUE(gemm_gpu.ok());

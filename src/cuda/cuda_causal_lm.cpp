@@ -20,9 +20,7 @@ bool is_w8a8(const Weight& w) {
 // Each part's elements as they are; its block scales copied into rows of scale_ld (the GEMM's
 // padded leading dimension), every part starting on a fresh block row.
 Status upload_fp8_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* out) {
-  const int64_t K = out->cols;
-  if (K % kFp8Group != 0)
-    return unimplemented("--device cuda --dtype fp8: input width " + std::to_string(K) + " is not a multiple of 128");
+  const int64_t K = out->cols;  // a multiple of kFp8Group (upload_matrix)
   out->scale_ld = LtGemm::fp8_weight_scale_ld(K);
   int64_t block_rows = 0;
   for (const Weight* w : parts) {
@@ -57,7 +55,9 @@ Status upload_fp8_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* 
 
 Status upload_matrix(const std::vector<const Weight*>& parts, DeviceMatrix* out) {
   out->cols = parts[0]->cols;
-  if (std::all_of(parts.begin(), parts.end(), [](const Weight* w) { return is_w8a8(*w); })) {
+  // W8A8 matrices whose input width is not a multiple of 128 (DeepSeek-V2-Lite's dense MLP down,
+  // 10,944 wide) have no whole activation groups: they run in bf16, dequantized here.
+  if (out->cols % kFp8Group == 0 && std::all_of(parts.begin(), parts.end(), [](const Weight* w) { return is_w8a8(*w); })) {
     out->rows = 0;
     return upload_fp8_matrix(parts, out);
   }

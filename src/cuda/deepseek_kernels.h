@@ -75,8 +75,9 @@ int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions);
 inline int64_t mla_partial_floats(int64_t n_tokens, int64_t n_heads, int64_t n_splits, int64_t kv_rank) {
   return n_tokens * n_heads * n_splits * (kv_rank + 2);
 }
-// The kernel: CUDA cores (8 warps of 2 heads, float dot products), or tensor cores (mma.sync with
-// the 16 heads of a group as M; SEEKSERVE_CUDA_MLA_MMA=1 picks it until it is measured).
+// The kernel: tensor cores (mma.sync with the 16 heads of a group as M), or CUDA cores (8 warps
+// of 2 heads, float dot products; SEEKSERVE_CUDA_MLA_SIMT=1 picks it). H200, V3 shapes, batch 64 x
+// 8,192 positions: 3.61 vs 10.89 ms (2026-11-30).
 enum class MlaKernel { kCudaCores, kTensorCores };
 MlaKernel default_mla_kernel();
 void mla_attention(const MlaAttentionParams& p, cudaStream_t stream, MlaKernel kernel = default_mla_kernel());
@@ -137,10 +138,13 @@ void moe_group(const int32_t* ids, int64_t n_pairs, int64_t n_experts, const Moe
 
 // Which kernel runs the grouped expert matmuls. Tensor cores (mma.sync 16 weight rows x 8 pairs)
 // win once experts average two or more pairs (H200, V2-Lite batch 32: 2,074 vs 1,610 tok/s); with
-// one pair an expert (batch-1 decode) the CUDA-core GEMV streams the weights faster (276 vs 243).
+// one pair an expert (batch-1 decode) the CUDA-core GEMV streams bf16 weights faster (276 vs 243).
+// FP8 experts take the tensor cores at every size: there the CUDA cores decode every e4m3 byte,
+// and mma.sync reads them as they are (V3 8 layers: batch 1 3.35 vs 3.58 ms a step with the
+// tensor-core dense GEMV beside it; batch 32 19.8 vs 27.6 ms; 2026-11-30).
 // SEEKSERVE_CUDA_MOE_GEMV=1 forces the CUDA cores, SEEKSERVE_CUDA_MOE_MMA=1 the tensor cores (to compare).
 enum class MoeKernel { kCudaCores, kTensorCores };
-MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active);
+MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active, bool fp8_weights);
 
 // Expert matmuls over the grouped pairs on tensor cores (K a multiple of 16), each selected
 // expert's rows read once per group of up to 8 of its pairs; experts that received nothing cost

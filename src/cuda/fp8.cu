@@ -294,79 +294,6 @@ __global__ void __launch_bounds__(kFp8MmaWarps * 32) moe_fp8_mma_kernel(Fp8Weigh
   }
 }
 
-// The decode GEMV on tensor cores: the e4m3 bytes go straight into mma.sync m16n8k32 (no
-// conversions, which bound the CUDA-core kernel), the n <= 8 tokens as its N. Block = 16 weight
-// rows, 4 warps taking the 128-channel groups warp, warp + 4, ...; a group is 4 mma steps. The
-// group's 128 bytes are read 16 contiguous bytes a lane (rows gid and gid + 8, bytes 64 h + 16 tig
-// for h = 0, 1: a warp reads 64-byte runs of 8 rows) and the k index permuted alike for weights
-// and activations: step s takes word 2 (s % 2) of the h = s / 2 load as its k 4 tig.., word
-// 2 (s % 2) + 1 as its k 16 + 4 tig.. — a bijection of the 128 bytes, which a dot product does not
-// see. The group's sums then take the two scales; the warps' partial sums meet in shared memory.
-constexpr int kFp8MmaGemvWarps = 4;
-
-__global__ void __launch_bounds__(kFp8MmaGemvWarps * 32) fp8_mma_gemv_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x, int n,
-                                                                             const float* bias, bool accumulate, float* y, int64_t y_stride) {
-  dependency_wait();
-  __shared__ float partial[kFp8MmaGemvWarps][32][4];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
-  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * 16;
-  const uint8_t* wr[2];
-  const float* ws[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t row = min(r0 + gid + 8 * h, M - 1);  // rows past the end repeat the last (not stored)
-    wr[h] = w.w + row * K + 16 * tig;
-    ws[h] = w.scales + static_cast<int64_t>(w.scale_row[row]) * w.scale_ld;
-  }
-  const bool has_token = gid < n;
-  const uint8_t* xr = x.xq + static_cast<int64_t>(has_token ? gid : 0) * K + 16 * tig;
-  const int token[2] = {min(2 * tig, n - 1), min(2 * tig + 1, n - 1)};  // the accumulators' tokens (clamped; not stored past n)
-  const int groups = static_cast<int>(K / kFp8Group);
-  float acc[4] = {};
-#pragma unroll 2
-  for (int g = warp; g < groups; g += kFp8MmaGemvWarps) {
-    const int64_t k0 = static_cast<int64_t>(g) * kFp8Group;
-    uint4 a_lo[2], a_hi[2], b[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      a_lo[h] = __ldcs(reinterpret_cast<const uint4*>(wr[0] + k0 + 64 * h));
-      a_hi[h] = __ldcs(reinterpret_cast<const uint4*>(wr[1] + k0 + 64 * h));
-      b[h] = has_token ? *reinterpret_cast<const uint4*>(xr + k0 + 64 * h) : make_uint4(0, 0, 0, 0);
-    }
-    float sum[4] = {};
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t lo[4] = {a_lo[h].x, a_lo[h].y, a_lo[h].z, a_lo[h].w}, hi[4] = {a_hi[h].x, a_hi[h].y, a_hi[h].z, a_hi[h].w};
-      const uint32_t bw[4] = {b[h].x, b[h].y, b[h].z, b[h].w};
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {  // step s = 2 h + q: words 2 q (k 4 tig..) and 2 q + 1 (k 16 + 4 tig..)
-        const uint32_t a[4] = {lo[2 * q], hi[2 * q], lo[2 * q + 1], hi[2 * q + 1]};
-        mma_e4m3(sum, a, bw[2 * q], bw[2 * q + 1]);
-      }
-    }
-    // sum[i]: row gid + 8 (i / 2), token 2 tig + i % 2.
-    const float x_scale[2] = {x.scales[g * x.ld + token[0]], x.scales[g * x.ld + token[1]]};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[i] = fmaf(sum[i], ws[i / 2][g] * x_scale[i % 2], acc[i]);
-  }
-#pragma unroll
-  for (int i = 0; i < 4; ++i) partial[warp][lane][i] = acc[i];
-  __syncthreads();
-  if (warp != 0) return;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float v = 0.0f;
-#pragma unroll
-    for (int p = 0; p < kFp8MmaGemvWarps; ++p) v += partial[p][lane][i];  // warp order: results do not depend on timing
-    const int64_t row = r0 + gid + 8 * (i / 2);
-    const int t = 2 * tig + i % 2;
-    if (row >= M || t >= n) continue;
-    float* out = y + t * y_stride + row;
-    const float value = v + (bias ? bias[row] : 0.0f);
-    *out = accumulate ? *out + value : value;
-  }
-}
-
 void check_fp8_width(int64_t K, const char* what) {
   if (K % kFp8Group != 0) fail(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
@@ -401,22 +328,12 @@ void quantize_fp8_expert_rows(const bf16* x, int64_t rows, int64_t K, const int3
   SS_CUDA_CHECK_LAUNCH();
 }
 
-Fp8GemvKernel default_fp8_gemv_kernel() {
-  static const Fp8GemvKernel kernel = std::getenv("SEEKSERVE_CUDA_FP8_GEMV_MMA") ? Fp8GemvKernel::kTensorCores : Fp8GemvKernel::kCudaCores;
-  return kernel;
-}
-
 void fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate, float* y,
-              int64_t y_stride, cudaStream_t stream, Fp8GemvKernel kernel) {
+              int64_t y_stride, cudaStream_t stream) {
   if (n == 0 || M == 0) return;
   check_fp8_width(K, "fp8_gemv: K must be a multiple of 128");
   if (n > 8) fail("fp8_gemv: at most 8 tokens", cudaErrorInvalidValue, __FILE__, __LINE__);
-  if (kernel == Fp8GemvKernel::kTensorCores) {
-    launch(fp8_mma_gemv_kernel, static_cast<unsigned>((M + 15) / 16), kFp8MmaGemvWarps * 32, stream, w, M, K, x, static_cast<int>(n), bias,
-           accumulate, y, y_stride);
-  } else {
-    launch_fp8_gemv<1>(w, M, K, x, n, bias, accumulate, y, y_stride, stream);
-  }
+  launch_fp8_gemv<1>(w, M, K, x, n, bias, accumulate, y, y_stride, stream);
   SS_CUDA_CHECK_LAUNCH();
 }
 

@@ -48,13 +48,12 @@ void quantize_fp8_expert_rows(const bf16* x, int64_t rows, int64_t K, const int3
                               cudaStream_t stream);
 
 // y[t][r] (+)= sum_g scale_w(r, g) scale_x(t, g) sum_{k in g} w[r][k] xq[t][k] (+ bias[r]) for
-// n <= 8 tokens, 16 weight bytes a lane per load. y: [n, y_stride] float32.
-// The kernel: CUDA cores (e4m3 decoded by the conversion units, a row a warp), or tensor cores
-// (mma.sync on the bytes; SEEKSERVE_CUDA_FP8_GEMV_MMA=1 picks it until it is measured).
-enum class Fp8GemvKernel { kCudaCores, kTensorCores };
-Fp8GemvKernel default_fp8_gemv_kernel();
+// n <= 8 tokens, 16 weight bytes a lane per load, on CUDA cores (e4m3 decoded by the conversion
+// units, a row a warp). y: [n, y_stride] float32. (A tensor-core version, mma.sync m16n8k32 on
+// the bytes, measured slower on the H200 at batch 1 — 3.59 vs 3.34 ms a V3 8-layer step — and
+// equal at batch 32, 2026-11-30: the conversions are not what bounds it.)
 void fp8_gemv(const Fp8Weight& w, int64_t M, int64_t K, const Fp8Activations& x, int64_t n, const float* bias, bool accumulate, float* y,
-              int64_t y_stride, cudaStream_t stream, Fp8GemvKernel kernel = default_fp8_gemv_kernel());
+              int64_t y_stride, cudaStream_t stream);
 
 // y[t][c] = (accumulate ? y[t][c] : 0) + src[t][c] (+ bias[c]) over [n, M]: a bf16 GEMM output
 // added into the float32 residual stream.

@@ -543,7 +543,7 @@ int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {
 }
 
 MlaKernel default_mla_kernel() {
-  static const MlaKernel kernel = std::getenv("SEEKSERVE_CUDA_MLA_MMA") ? MlaKernel::kTensorCores : MlaKernel::kCudaCores;
+  static const MlaKernel kernel = std::getenv("SEEKSERVE_CUDA_MLA_SIMT") ? MlaKernel::kCudaCores : MlaKernel::kTensorCores;
   return kernel;
 }
 

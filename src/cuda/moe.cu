@@ -355,11 +355,11 @@ void check_multiple_of_16(int64_t K, const char* what) {
 
 }  // namespace
 
-MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active) {
+MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active, bool fp8_weights) {
   static const bool forced_cuda_cores = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") != nullptr;
   static const bool forced_tensor_cores = std::getenv("SEEKSERVE_CUDA_MOE_MMA") != nullptr;
   if (forced_cuda_cores || max_active == 0) return MoeKernel::kCudaCores;
-  if (forced_tensor_cores) return MoeKernel::kTensorCores;
+  if (forced_tensor_cores || fp8_weights) return MoeKernel::kTensorCores;
   return n_pairs >= 2 * max_active ? MoeKernel::kTensorCores : MoeKernel::kCudaCores;
 }
 
