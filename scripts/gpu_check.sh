@@ -2,7 +2,7 @@
 # One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
 # then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
 # scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
-#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8ab, fp8lite)
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8ab, fp8lite, heads)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
@@ -80,6 +80,17 @@ if want fp8ab; then
     for i in 1 2; do
       SEEKSERVE_CUDA_MOE_GEMM_MIN_TOKENS=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens $tokens --gen-tokens 2
       SEEKSERVE_CUDA_FP8_EXPERT_KERNELS=1 bench --model configs/deepseek-v3.json --dtype fp8 --num-layers 8 --prompt-tokens $tokens --gen-tokens 2
+    done
+  done
+fi
+if want heads; then
+  echo "== MLA per-head matmuls: tensor cores (default) or CUDA cores (SEEKSERVE_CUDA_HEAD_SIMT=1), alternating"
+  for run in "deepseek-v3.json --dtype fp8 --num-layers 8 --batch 1" "deepseek-v3.json --dtype fp8 --num-layers 8 --batch 32" \
+    "deepseek-v3.json --dtype fp8 --num-layers 8 --batch 128" "deepseek-v2-lite.json --batch 1" "deepseek-v2-lite.json --batch 32" \
+    "deepseek-v2-lite.json --dtype fp8 --batch 32"; do
+    for i in 1 2; do
+      bench --model configs/$run --prompt-tokens 128 --gen-tokens 32
+      SEEKSERVE_CUDA_HEAD_SIMT=1 bench --model configs/$run --prompt-tokens 128 --gen-tokens 32
     done
   done
 fi

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Per-kernel device time (Nsight Compute, clocks left alone): where a decode step (default: about
-# two batch-1 steps) or a prefill of a dense model spends its time. Binaries from
-# scripts/gpu_build.sh.
+# Per-kernel device time (Nsight Compute, clocks left alone): where a decode step or a prefill
+# spends its time. Binaries from scripts/gpu_build.sh.
 #   bash scripts/gpu_profile.sh [BIN_DIR=.devbin] [CONFIG=configs/r1-distill-qwen-1.5b.json] [BATCH=1] \
-#        [PROMPT=16] [GEN=12] [SKIP=1500] [COUNT=600]
+#        [PROMPT=16] [GEN=12] [SKIP=step] [COUNT=600]
+# SKIP=step (default): exactly the middle decode step (the bench opens the profiler's window
+# around it). SKIP=N: COUNT launches after the first N (e.g. a 4,096-token prefill: the warm-up
+# and both prefill passes: ... configs/r1-distill-llama-8b.json 1 4096 1 0 700).
 # BENCH_ARGS adds bench flags (e.g. BENCH_ARGS="--num-layers 4" for a DeepSeek model's first layers).
-# e.g. a 4,096-token prefill (the warm-up and both prefill passes): ... configs/r1-distill-llama-8b.json 1 4096 1 0 700
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
@@ -13,14 +14,18 @@ config=${2:-configs/r1-distill-qwen-1.5b.json}
 batch=${3:-1}
 prompt=${4:-16}
 gen=${5:-12}
-skip=${6:-1500}
+skip=${6:-step}
 count=${7:-600}
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-# By default skip the warm-up, prefill and first decode steps' launches and profile about two
-# decode steps.
-ncu --clock-control none --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip "$skip" --launch-count "$count" --csv \
+if [ "$skip" = step ]; then
+  export SEEKSERVE_CUDA_PROFILE_STEP=1
+  window=(--profile-from-start off)
+else
+  window=(--launch-skip "$skip" --launch-count "$count")
+fi
+ncu --clock-control none --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum "${window[@]}" --csv \
   "$bin/seekserve" bench --device cuda --dummy-weights --model "$config" --prompt-tokens "$prompt" --gen-tokens "$gen" --batch "$batch" --json ${BENCH_ARGS:-} \
   > "$out/ncu.csv" 2> "$out/ncu.err"
 python3 - "$out/ncu.csv" <<'PY'

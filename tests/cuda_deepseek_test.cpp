@@ -5,6 +5,7 @@
 // models run against their goldens in cuda_test.cpp. Skips cleanly without a device.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <numeric>
 
 #include "backend/reference_backend.h"
@@ -160,6 +161,58 @@ TEST_F(CudaTest, GroupedExpertMatmulsMatchTheReferenceDispatch) {
     for (const std::vector<float>& got : results) {
       EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(start.size())), want), 2e-3);
       for (size_t i = start.size(); i < got.size(); ++i) EXPECT_EQ(got[i], kSentinel) << "written past the end";
+    }
+  }
+}
+
+// The absorbed MLA's per-head matmuls, both kernels, float32 and bf16 inputs (the inputs are bf16
+// values, so the tensor-core kernel's rounding of float32 inputs loses nothing), strided inputs,
+// a partial 16-row tile, token counts across the 8-token tiles and the 32-token passes.
+TEST_F(CudaTest, HeadMatmulMatchesThePerHeadProductOnBothKernels) {
+  for (const auto& [H, M, K] : std::vector<std::array<int64_t, 3>>{{3, 72, 96}, {2, 128, 512}, {2, 40, 24}}) {
+    const int64_t head_stride = K + 32, token_stride = H * head_stride + 64;
+    std::vector<float> w = random(static_cast<size_t>(H * M * K), 0.5f);
+    for (float& v : w) v = round_to_bf16(v);
+    auto d_w = upload(to_bf16_host(w));
+    for (int64_t n : {1, 9, 37}) {
+      SCOPED_TRACE("H " + std::to_string(H) + ", M " + std::to_string(M) + ", K " + std::to_string(K) + ", tokens " + std::to_string(n));
+      // float32 inputs with more bits than bf16 keeps: the tensor-core kernel's head + tail split
+      // must hold them to float32-like accuracy; the bf16 runs read them rounded (want_bf16).
+      const std::vector<float> x = random(static_cast<size_t>(n * token_stride));
+      std::vector<float> x_rounded = x;
+      for (float& v : x_rounded) v = round_to_bf16(v);
+      auto product = [&](const std::vector<float>& in) {
+        std::vector<float> y(static_cast<size_t>(n * H * M));
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t m = 0; m < M; ++m) {
+              double sum = 0;
+              for (int64_t k = 0; k < K; ++k)
+                sum += static_cast<double>(w[static_cast<size_t>((h * M + m) * K + k)]) * in[static_cast<size_t>(t * token_stride + h * head_stride + k)];
+              y[static_cast<size_t>((t * H + h) * M + m)] = static_cast<float>(sum);
+            }
+        return y;
+      };
+      const std::vector<float> want_f32 = product(x), want_bf16 = product(x_rounded);
+      auto d_x_f32 = upload(x);
+      auto d_x_bf16 = upload(to_bf16_host(x_rounded));
+      for (const HeadMatmulKernel kernel : {HeadMatmulKernel::kTensorCores, HeadMatmulKernel::kCudaCores}) {
+        for (const bool bf16_input : {false, true}) {
+          SCOPED_TRACE(std::string(kernel == HeadMatmulKernel::kTensorCores ? "tensor cores" : "CUDA cores") + (bf16_input ? ", bf16 x" : ", float x"));
+          const std::vector<float>& want = bf16_input ? want_bf16 : want_f32;
+          auto d_out = upload(to_bf16_host(std::vector<float>(want.size() + 8, kSentinel)));
+          if (bf16_input) head_matmul(d_w.data(), H, M, K, d_x_bf16.data(), token_stride, head_stride, n, d_out.data(), nullptr, kernel);
+          else head_matmul(d_w.data(), H, M, K, d_x_f32.data(), token_stride, head_stride, n, d_out.data(), nullptr, kernel);
+          const std::vector<float> got = from_bf16_host(download(d_out, want.size() + 8));
+          // Against the exact product rounded to bf16 as the output is: only sums within float32
+          // noise of a rounding boundary may land one bf16 step apart. A float32 input rounded to
+          // bf16 on the way in moves the sums by ~1e-3 and flips a large share of them (~1e-3).
+          std::vector<float> want_rounded = want;
+          for (float& v : want_rounded) v = round_to_bf16(v);
+          EXPECT_LE(rel_error(std::vector<float>(got.begin(), got.begin() + static_cast<int64_t>(want.size())), want_rounded), 4e-4);
+          for (size_t i = want.size(); i < got.size(); ++i) EXPECT_EQ(got[i], round_to_bf16(kSentinel)) << "written past the end";
+        }
+      }
     }
   }
 }

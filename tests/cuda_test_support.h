@@ -91,6 +91,12 @@ inline float bf16_value(bf16 v) {
   return bf16_to_f32(bits);
 }
 
+inline std::vector<float> from_bf16_host(const std::vector<bf16>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_value(v[i]);
+  return out;
+}
+
 // ||got - want|| / ||want|| over the valid entries, every one finite.
 inline double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
   double diff = 0, ref = 0;

@@ -203,14 +203,23 @@ int run_bench(const BenchFlags& f) {
   std::vector<double> step_s;
   std::vector<int32_t> greedy;
   step.greedy_tokens = &greedy;  // a GPU model returns ids, not batch x vocab logits
+  // SEEKSERVE_CUDA_PROFILE_STEP=1: the profiler collects only the middle decode step (past graph
+  // capture and warm-up), for scripts/gpu_profile.sh.
+  [[maybe_unused]] const int64_t profiled_step = gpu && std::getenv("SEEKSERVE_CUDA_PROFILE_STEP") ? f.gen_tokens / 2 : -1;
   for (int64_t g = 0; g < f.gen_tokens; ++g) {
     step.chunks.clear();
     selected.clear();
     for (int64_t s = 0; s < f.batch; ++s)
       step.chunks.push_back({std::span<const int32_t>(&next[static_cast<size_t>(s)], 1), f.prompt_tokens + g, tables[static_cast<size_t>(s)], 1});
+#ifdef SEEKSERVE_HAVE_CUDA
+    if (g == profiled_step) cuda::profiler_window(true);
+#endif
     t0 = Clock::now();
     if (Status st = model.forward_batch(step, pool, &logits); !st.ok()) return report_error(st);
     step_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+#ifdef SEEKSERVE_HAVE_CUDA
+    if (g == profiled_step) cuda::profiler_window(false);
+#endif
     for (const auto& layer : selected) experts_selected += static_cast<double>(layer.size());
     for (int64_t s = 0; s < f.batch; ++s)
       next[static_cast<size_t>(s)] = logits.empty() ? greedy[static_cast<size_t>(s)] : argmax(logits.data() + s * info.vocab_size, info.vocab_size);
@@ -268,6 +277,7 @@ int run_bench(const BenchFlags& f) {
 #ifdef SEEKSERVE_HAVE_CUDA
     // Which of the kernels with a switch ran (docs/PERF.md compares them side by side).
     out["mla_kernel"] = cuda::default_mla_kernel() == cuda::MlaKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
+    out["head_matmul_kernel"] = cuda::default_head_matmul_kernel() == cuda::HeadMatmulKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
     out["moe_kernel"] = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") ? "cuda-cores" : std::getenv("SEEKSERVE_CUDA_MOE_MMA") ? "tensor-cores" : "by pairs";
     out["fp8_expert_gemms"] = std::getenv("SEEKSERVE_CUDA_FP8_EXPERT_KERNELS") == nullptr;
 #endif

@@ -39,10 +39,15 @@ void mla_prepare(const MlaPrepareParams& p, cudaStream_t stream);
 // h * x_head_stride + k]) for heads h < H. w: [H * M, K] bf16 (K a multiple of 8, at most 512);
 // x float32 or bf16. The absorbed
 // MLA's q_nope -> q_latent (W_uk^T per head) and out_latent -> v (W_uv per head).
+// The kernel: tensor cores where K is a multiple of 32 (float32 x as a bf16 head and tail; float32
+// sums), or
+// CUDA cores (float32 x as it is; other K, or SEEKSERVE_CUDA_HEAD_SIMT=1).
+enum class HeadMatmulKernel { kCudaCores, kTensorCores };
+HeadMatmulKernel default_head_matmul_kernel();
 void head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const float* x, int64_t x_token_stride, int64_t x_head_stride,
-                 int64_t n, bf16* out, cudaStream_t stream);
+                 int64_t n, bf16* out, cudaStream_t stream, HeadMatmulKernel kernel = default_head_matmul_kernel());
 void head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const bf16* x, int64_t x_token_stride, int64_t x_head_stride,
-                 int64_t n, bf16* out, cudaStream_t stream);
+                 int64_t n, bf16* out, cudaStream_t stream, HeadMatmulKernel kernel = default_head_matmul_kernel());
 
 // Absorbed MLA attention for every token of the batch, all heads of a token sharing each cache
 // read. Token t (sequence token_seq[t], position positions[t]) sees positions [0, positions[t]]

@@ -6,11 +6,18 @@
 #include <random>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+
 #include "cuda/cuda_check.h"
 #include "cuda/deepseek_kernels.h"
 #include "cuda/device_ceilings.h"
 
 namespace seekserve::cuda {
+
+void profiler_window(bool open) {
+  SS_CUDA_CHECK(cudaDeviceSynchronize());  // the window holds exactly the work queued inside it
+  SS_CUDA_CHECK(open ? cudaProfilerStart() : cudaProfilerStop());
+}
 
 Result<MlaDecodeTiming> time_mla_decode(const MlaDecodeShape& s) {
   if (s.batch < 1 || s.context < 1 || s.block_size < 1) return invalid_argument("MLA decode benchmark: batch, context and block size must be positive");

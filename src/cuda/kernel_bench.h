@@ -24,4 +24,8 @@ struct MlaDecodeTiming {
 // in blocks assigned to sequences in shuffled order (as a long-running pool's would be).
 Result<MlaDecodeTiming> time_mla_decode(const MlaDecodeShape& shape);
 
+// Opens (true) or closes the profiler's collection window (cudaProfilerStart/Stop): a profiler
+// started with collection off (ncu --profile-from-start off) then sees only what ran inside.
+void profiler_window(bool open);
+
 }  // namespace seekserve::cuda
