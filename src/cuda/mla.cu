@@ -89,9 +89,9 @@ __global__ void __launch_bounds__(256) head_matmul_kernel(const bf16* w, int64_t
   }
 }
 
-// The same per-head matmul on tensor cores (K a multiple of 32): each warp a tile of 16 weight
-// rows of one head, the tokens as mma.sync m16n8k16's N, 8 at a time, up to kHeadMmaTiles tiles
-// per block (grid.z covers the rest). The CUDA-core kernel above stages the head's inputs in
+// The same per-head matmul on tensor cores (K a multiple of 32): each block a tile of 16 weight
+// rows of one head, its warps splitting K, the tokens as mma.sync m16n8k16's N, 8 at a time, up
+// to kHeadMmaTiles tiles per block (grid.z covers the rest). The CUDA-core kernel above stages the head's inputs in
 // shared memory behind a barrier in each of its (M / 8) x H small blocks and keeps one 16-byte
 // weight load in flight a lane: measured on the H200 (V3 shapes, batch 32) at 76-105 GB/s.
 // Here a lane loads 16 contiguous bytes of its rows gid and gid + 8 per 32-channel chunk, four
@@ -127,10 +127,10 @@ template <typename InT>
 __global__ void __launch_bounds__(kHeadMmaWarps * 32) head_mma_kernel(const bf16* w, int64_t H, int64_t M, int64_t K, const InT* x,
                                                                      int64_t x_token_stride, int64_t x_head_stride, int64_t n, bf16* out) {
   dependency_wait();
+  __shared__ float partial[kHeadMmaWarps][kHeadMmaTiles][32][4];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
-  const int64_t h = blockIdx.y, r0 = (static_cast<int64_t>(blockIdx.x) * kHeadMmaWarps + warp) * 16;
+  const int64_t h = blockIdx.y, r0 = static_cast<int64_t>(blockIdx.x) * 16;
   const int64_t t0 = static_cast<int64_t>(blockIdx.z) * kHeadMmaTiles * 8;
-  if (r0 >= M) return;
   const bf16* wr[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) wr[i] = w + (h * M + min(r0 + gid + 8 * i, M - 1)) * K + 8 * tig;  // rows past M repeat the last
@@ -145,18 +145,20 @@ __global__ void __launch_bounds__(kHeadMmaWarps * 32) head_mma_kernel(const bf16
   const int tiles = static_cast<int>(min(static_cast<int64_t>(kHeadMmaTiles), (n - t0 + 7) / 8));
   const int chunks = static_cast<int>(K / 32);
   float acc[kHeadMmaTiles][4] = {};
-  for (int c0 = 0; c0 < chunks; c0 += kHeadMmaUnroll) {
+  // The warps split the row tile's chunks (warp, warp + kHeadMmaWarps, ...): a batch-1 step of a
+  // few heads still has every weight load of the tile in flight at once.
+  for (int c0 = warp; c0 < chunks; c0 += kHeadMmaWarps * kHeadMmaUnroll) {
     uint4 a[kHeadMmaUnroll][2];
 #pragma unroll
     for (int u = 0; u < kHeadMmaUnroll; ++u) {
-      const int64_t k = static_cast<int64_t>(min(c0 + u, chunks - 1)) * 32;
+      const int64_t k = static_cast<int64_t>(min(c0 + u * kHeadMmaWarps, chunks - 1)) * 32;
       a[u][0] = __ldg(reinterpret_cast<const uint4*>(wr[0] + k));
       a[u][1] = __ldg(reinterpret_cast<const uint4*>(wr[1] + k));
     }
 #pragma unroll
     for (int u = 0; u < kHeadMmaUnroll; ++u) {
-      if (c0 + u >= chunks) break;
-      const int64_t k = static_cast<int64_t>(c0 + u) * 32;
+      if (c0 + u * kHeadMmaWarps >= chunks) break;
+      const int64_t k = static_cast<int64_t>(c0 + u * kHeadMmaWarps) * 32;
       const uint32_t step0[4] = {a[u][0].x, a[u][1].x, a[u][0].y, a[u][1].y};
       const uint32_t step1[4] = {a[u][0].z, a[u][1].z, a[u][0].w, a[u][1].w};
 #pragma unroll
@@ -173,13 +175,24 @@ __global__ void __launch_bounds__(kHeadMmaWarps * 32) head_mma_kernel(const bf16
       }
     }
   }
-  // acc[j][i]: row r0 + gid + 8 (i / 2), token t0 + 8 j + 2 tig + i % 2.
+#pragma unroll
+  for (int j = 0; j < kHeadMmaTiles; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[warp][j][lane][i] = acc[j][i];
+  __syncthreads();
+  if (warp != 0) return;
+  // acc[j][i]: row r0 + gid + 8 (i / 2), token t0 + 8 j + 2 tig + i % 2; warps summed in order
+  // (results do not depend on timing).
 #pragma unroll
   for (int j = 0; j < kHeadMmaTiles; ++j)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int64_t row = r0 + gid + 8 * (i / 2), t = t0 + 8 * j + 2 * tig + i % 2;
-      if (row < M && t < n) out[t * H * M + h * M + row] = __float2bfloat16_rn(acc[j][i]);
+      if (row >= M || t >= n) continue;
+      float v = 0.0f;
+#pragma unroll
+      for (int p = 0; p < kHeadMmaWarps; ++p) v += partial[p][j][lane][i];
+      out[t * H * M + h * M + row] = __float2bfloat16_rn(v);
     }
 }
 
@@ -191,7 +204,7 @@ void launch_head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const In
   // The tensor-core kernel reads 8 inputs at a time: 16-byte aligned rows of whole 32-channel chunks.
   const bool aligned = x_token_stride % 8 == 0 && x_head_stride % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 32 == 0;
   if (kernel == HeadMatmulKernel::kTensorCores && K % 32 == 0 && aligned) {
-    const dim3 grid(static_cast<unsigned>((M + 16 * kHeadMmaWarps - 1) / (16 * kHeadMmaWarps)), static_cast<unsigned>(H),
+    const dim3 grid(static_cast<unsigned>((M + 15) / 16), static_cast<unsigned>(H),
                     static_cast<unsigned>((n + 8 * kHeadMmaTiles - 1) / (8 * kHeadMmaTiles)));
     launch(head_mma_kernel<InT>, grid, kHeadMmaWarps * 32, stream, w, H, M, K, x, x_token_stride, x_head_stride, n, out);
   } else {
