@@ -4,6 +4,7 @@
 // instead of receiving tens of GB over PCIe). Host and device code; no CUDA dependency.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -42,5 +43,9 @@ SS_HOST_DEVICE inline uint16_t bf16_element(uint64_t seed, uint64_t i, float amp
 // amplitude) as the bf16 one (up to e4m3's rounding).
 SS_HOST_DEVICE inline uint8_t fp8_element(uint64_t seed, uint64_t i) { return seekserve::to_e4m3(unit_uniform(seed, i) * 240.0f); }
 inline float fp8_block_scale(float amplitude) { return amplitude / 240.0f; }
+// Int8 weights (--dtype int8): uniform codes in [-127, 127] with a row scale of amplitude / 127,
+// made directly (quantizing generated floats held 4 bytes a parameter and took most of a load).
+inline int8_t i8_element(uint64_t seed, uint64_t i) { return static_cast<int8_t>(std::lround(unit_uniform(seed, i) * 127.0f)); }
+inline float i8_row_scale(float amplitude) { return amplitude / 127.0f; }
 
 }  // namespace seekserve::dummy

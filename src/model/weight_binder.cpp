@@ -64,7 +64,7 @@ Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t 
   if (!status_.ok()) return {};
   if (options_.dummy_weights) {
     if (allow_fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kInt8)  // int8 linear layers
-      return weight_to_i8(dummy_matrix(name, rows, cols, /*fp8=*/false, Keep::kF32));
+      return dummy_i8_matrix(name, rows, cols);
     if (allow_fp8 && keep == Keep::kWorking && options_.dtype == ComputeDType::kFP8) {  // W8A8 linear layers
       // Random e4m3 codes with block scales directly, whatever the checkpoint's format: generating
       // floats to quantize them would hold 4 bytes a parameter on the host (63 GB for V2-Lite).
@@ -191,6 +191,16 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
   w.data = bits.get();
   w.storage = bits;
   return w;
+}
+
+Weight WeightBinder::dummy_i8_matrix(const std::string& name, int64_t rows, int64_t cols) {
+  const uint64_t seed = dummy::name_seed(name);
+  const float amplitude = std::sqrt(3.0f / static_cast<float>(cols));  // as dummy_matrix
+  const size_t n = static_cast<size_t>(rows * cols);
+  auto codes = std::make_shared_for_overwrite<int8_t[]>(n);
+  parallel_for_index(n, [&](size_t i) { codes[i] = dummy::i8_element(seed, i); });
+  auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(rows), dummy::i8_row_scale(amplitude));
+  return owned_quantized_weight(WeightFormat::kI8Row, rows, cols, codes, scales);
 }
 
 std::vector<float> WeightBinder::vector(const std::string& name, int64_t n, float dummy_value) {

@@ -56,6 +56,7 @@ class WeightBinder {
  private:
   Weight bind_matrix(const std::string& name, int64_t rows, int64_t cols, bool allow_fp8, Keep keep);
   Weight dummy_matrix(const std::string& name, int64_t rows, int64_t cols, bool fp8, Keep keep);
+  Weight dummy_i8_matrix(const std::string& name, int64_t rows, int64_t cols);
   void fail(Status status);
 
   std::shared_ptr<const Checkpoint> checkpoint_;
