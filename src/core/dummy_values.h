@@ -4,7 +4,6 @@
 // instead of receiving tens of GB over PCIe). Host and device code; no CUDA dependency.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -45,7 +44,10 @@ SS_HOST_DEVICE inline uint8_t fp8_element(uint64_t seed, uint64_t i) { return se
 inline float fp8_block_scale(float amplitude) { return amplitude / 240.0f; }
 // Int8 weights (--dtype int8): uniform codes in [-127, 127] with a row scale of amplitude / 127,
 // made directly (quantizing generated floats held 4 bytes a parameter and took most of a load).
-inline int8_t i8_element(uint64_t seed, uint64_t i) { return static_cast<int8_t>(std::lround(unit_uniform(seed, i) * 127.0f)); }
+inline int8_t i8_element(uint64_t seed, uint64_t i) {
+  const auto bits = static_cast<uint32_t>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40);  // 24 random bits, as unit_uniform
+  return static_cast<int8_t>(static_cast<int32_t>((uint64_t{bits} * 255) >> 24) - 127);
+}
 inline float i8_row_scale(float amplitude) { return amplitude / 127.0f; }
 
 }  // namespace seekserve::dummy
