@@ -15,19 +15,33 @@ namespace {
 constexpr int kQueries = 12;  // query rows per task
 constexpr int kKeys = 16;     // key positions per chunk (one vector of scores)
 
+// Keys of chunk c of kv head g transposed: keys_t[(g * n_chunks + c) * D * 16 + d * 16 + j] is
+// dim d of position 16 c + j (zero past `last`). Made once per call for all heads and query
+// blocks that share them (each task used to transpose its own chunks: O(tokens^2) scalar moves).
+void transpose_keys(const GqaAttentionArgs& a, int64_t kvh, int64_t c, int64_t last, float* kt) {
+  const int64_t D = a.head_dim, kv_row = a.n_kv_heads * D;
+  for (int j = 0; j < kKeys; ++j) {
+    const int64_t pos = c * kKeys + j;
+    if (pos > last) {
+      for (int64_t d = 0; d < D; ++d) kt[d * kKeys + j] = 0.0f;
+      continue;
+    }
+    const float* k = a.k_pool + kv_slot(a.block_table, a.block_size, pos) * kv_row + kvh * D;
+    for (int64_t d = 0; d < D; ++d) kt[d * kKeys + j] = k[d];
+  }
+}
+
 // One task: head h, query tokens [t0, t0 + nq). Both products keep the 12 queries' partial
-// results in registers and stream one vector of keys or values per step (one load per 12 FMAs).
-__attribute__((target("avx512f"))) void attend_block(const GqaAttentionArgs& a, int64_t h, int64_t t0, int nq,
-                                                     std::vector<float>& scratch) {
+// results in registers and stream one vector of keys or values per step (one load per 12 FMAs);
+// value rows are read where the cache holds them.
+__attribute__((target("avx512f"))) void attend_block(const GqaAttentionArgs& a, const float* keys_t, int64_t n_chunks, int64_t h,
+                                                     int64_t t0, int nq, std::vector<float>& scratch) {
   const int64_t D = a.head_dim, kv_row = a.n_kv_heads * D, kvh = h / (a.n_heads / a.n_kv_heads);
   const int64_t dv = (D + 15) / 16;  // vectors per value row
-  // scratch: keys transposed [D][16], values [16][dv * 16], outputs [12][dv * 16], queries
-  // [12][D] (scaled; zero rows past nq), probabilities [12][16].
-  scratch.assign(
-      static_cast<size_t>(D * kKeys + kKeys * dv * 16 + kQueries * dv * 16 + kQueries * D + kQueries * kKeys), 0.0f);
-  float* kt = scratch.data();
-  float* vb = kt + D * kKeys;
-  float* out = vb + kKeys * dv * 16;
+  const __mmask16 tail = static_cast<__mmask16>(D % 16 == 0 ? 0xffff : (1u << (D % 16)) - 1);  // the last slice's dims
+  // scratch: outputs [12][dv * 16], queries [12][D] (scaled; zero rows past nq), probabilities [12][16].
+  scratch.assign(static_cast<size_t>(kQueries * dv * 16 + kQueries * D + kQueries * kKeys), 0.0f);
+  float* out = scratch.data();
   float* q = out + kQueries * dv * 16;
   float* pb = q + kQueries * D;
   for (int i = 0; i < nq; ++i)
@@ -37,17 +51,9 @@ __attribute__((target("avx512f"))) void attend_block(const GqaAttentionArgs& a, 
   const int64_t last = a.positions[t0 + nq - 1];
   for (int64_t c0 = 0; c0 <= last; c0 += kKeys) {
     const int keys = static_cast<int>(std::min<int64_t>(kKeys, last + 1 - c0));
-    for (int j = 0; j < kKeys; ++j) {
-      if (j < keys) {
-        const int64_t row = kv_slot(a.block_table, a.block_size, c0 + j);
-        const float* k = a.k_pool + row * kv_row + kvh * D;
-        const float* v = a.v_pool + row * kv_row + kvh * D;
-        for (int64_t d = 0; d < D; ++d) kt[d * kKeys + j] = k[d];
-        std::copy(v, v + D, vb + j * dv * 16);
-      } else {
-        for (int64_t d = 0; d < D; ++d) kt[d * kKeys + j] = 0.0f;
-      }
-    }
+    const float* kt = keys_t + (kvh * n_chunks + c0 / kKeys) * D * kKeys;
+    const float* vrow[kKeys];
+    for (int j = 0; j < keys; ++j) vrow[j] = a.v_pool + kv_slot(a.block_table, a.block_size, c0 + j) * kv_row + kvh * D;
     // Scores of all 12 queries against the chunk.
     __m512 s[kQueries];
     for (int i = 0; i < kQueries; ++i) s[i] = _mm512_setzero_ps();
@@ -77,8 +83,9 @@ __attribute__((target("avx512f"))) void attend_block(const GqaAttentionArgs& a, 
       __m512 acc[kQueries];
       for (int i = 0; i < kQueries; ++i)
         acc[i] = _mm512_mul_ps(_mm512_loadu_ps(out + i * dv * 16 + b * 16), _mm512_set1_ps(corr[i]));
+      const __mmask16 dims = b == dv - 1 ? tail : static_cast<__mmask16>(0xffff);
       for (int j = 0; j < keys; ++j) {
-        const __m512 v = _mm512_loadu_ps(vb + j * dv * 16 + b * 16);
+        const __m512 v = _mm512_maskz_loadu_ps(dims, vrow[j] + b * 16);
         for (int i = 0; i < kQueries; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(pb[i * kKeys + j]), v, acc[i]);
       }
       for (int i = 0; i < kQueries; ++i) _mm512_storeu_ps(out + i * dv * 16 + b * 16, acc[i]);
@@ -95,10 +102,19 @@ __attribute__((target("avx512f"))) void attend_block(const GqaAttentionArgs& a, 
 
 void gqa_attention_tiled_avx512(const GqaAttentionArgs& a, ThreadPool& pool) {
   const int64_t blocks = (a.n_tokens + kQueries - 1) / kQueries;
+  const int64_t last = a.positions[a.n_tokens - 1];  // positions increase: the furthest any query sees
+  const int64_t n_chunks = last / kKeys + 1, chunk_floats = a.head_dim * kKeys;
+  thread_local std::vector<float> keys_t;  // grow-only
+  if (keys_t.size() < static_cast<size_t>(a.n_kv_heads * n_chunks * chunk_floats))
+    keys_t.resize(static_cast<size_t>(a.n_kv_heads * n_chunks * chunk_floats));
+  float* kt = keys_t.data();
+  pool.run(a.n_kv_heads * n_chunks, [&](int64_t task) {
+    transpose_keys(a, task / n_chunks, task % n_chunks, last, kt + task * chunk_floats);
+  });
   pool.run(a.n_heads * blocks, [&](int64_t task) {
     thread_local std::vector<float> scratch;
     const int64_t h = task % a.n_heads, t0 = (task / a.n_heads) * kQueries;
-    attend_block(a, h, t0, static_cast<int>(std::min<int64_t>(kQueries, a.n_tokens - t0)), scratch);
+    attend_block(a, kt, n_chunks, h, t0, static_cast<int>(std::min<int64_t>(kQueries, a.n_tokens - t0)), scratch);
   });
 }
 

@@ -1,6 +1,7 @@
 // Prefill attention on AVX-512 for grouped-query attention: query rows in blocks of 12 tokens of
-// one head against keys in chunks of 16 positions. A chunk's keys are transposed once ([dim][16])
-// so each query's 16 scores come out of dim broadcast-FMAs with no horizontal sums; an online
+// one head against keys in chunks of 16 positions. Each chunk's keys are transposed once a call
+// ([dim][16], shared by every head and query block reading them) so each query's 16 scores come
+// out of dim broadcast-FMAs with no horizontal sums; an online
 // softmax (vectorized exp) folds each chunk into the running output. The row-at-a-time kernel in
 // cpu_backend.cpp stays for decode, where a query has few neighbours to share key reads with.
 #pragma once
