@@ -496,7 +496,15 @@ void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_strid
   x_i8_.resize(static_cast<size_t>(n * K32));
   x_scale_.resize(static_cast<size_t>(n));
   x_bias_.resize(static_cast<size_t>(n));
-  quantize_rows_i8_avx512(x, x_stride, n, K, x_i8_.data(), K32, x_scale_.data(), x_bias_.data());
+  if (n >= kGemmMinTokens) {  // a prefill's rows over the pool
+    constexpr int64_t kRowsPerTask = 16;
+    pool_->run((n + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task) {
+      const int64_t t0 = task * kRowsPerTask, rows = std::min(kRowsPerTask, n - t0);
+      quantize_rows_i8_avx512(x + t0 * x_stride, x_stride, rows, K, x_i8_.data() + t0 * K32, K32, x_scale_.data() + t0, x_bias_.data() + t0);
+    });
+  } else {
+    quantize_rows_i8_avx512(x, x_stride, n, K, x_i8_.data(), K32, x_scale_.data(), x_bias_.data());
+  }
   if (vnni_ && n >= kGemmMinTokens)
     return gemm_i8_vnni(static_cast<const int8_t*>(w.data), w.scale_inv, M, K, x_i8_.data(), K32, x_scale_.data(),
                         x_bias_.data(), n, y, y_stride, *pool_);
