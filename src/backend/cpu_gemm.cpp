@@ -24,10 +24,35 @@ T* scratch(std::vector<T>& buffer, size_t n) {
   return buffer.data();
 }
 
+// r[i] (16 dwords of row i) becomes r[j] = dword j of every row: unpacks within 128-bit lanes,
+// then two rounds of 128-bit lane shuffles (64 shuffles for 256 dwords). The zero-masking forms
+// with every lane kept: GCC 12 warns on the plain intrinsics' undefined pass-through operand.
+__attribute__((target("avx512f"))) inline void transpose_16x16(__m512i (&r)[16]) {
+  __m512i t[16], u[16];
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_maskz_unpacklo_epi32(0xffff, r[2 * k], r[2 * k + 1]);      // lane L: rows 2k, 2k+1 of units 4L, 4L+1
+    t[2 * k + 1] = _mm512_maskz_unpackhi_epi32(0xffff, r[2 * k], r[2 * k + 1]);  // units 4L+2, 4L+3
+  }
+  for (int k = 0; k < 4; ++k) {  // u[4k + c] lane L: rows 4k..4k+3 of unit 4L + c
+    u[4 * k] = _mm512_maskz_unpacklo_epi64(0xff, t[4 * k], t[4 * k + 2]);
+    u[4 * k + 1] = _mm512_maskz_unpackhi_epi64(0xff, t[4 * k], t[4 * k + 2]);
+    u[4 * k + 2] = _mm512_maskz_unpacklo_epi64(0xff, t[4 * k + 1], t[4 * k + 3]);
+    u[4 * k + 3] = _mm512_maskz_unpackhi_epi64(0xff, t[4 * k + 1], t[4 * k + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {  // unit 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c]
+    const __m512i v0 = _mm512_maskz_shuffle_i32x4(0xffff, u[c], u[4 + c], 0x88), v1 = _mm512_maskz_shuffle_i32x4(0xffff, u[c], u[4 + c], 0xdd);
+    const __m512i w0 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + c], u[12 + c], 0x88), w1 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + c], u[12 + c], 0xdd);
+    r[c] = _mm512_maskz_shuffle_i32x4(0xffff, v0, w0, 0x88);
+    r[8 + c] = _mm512_maskz_shuffle_i32x4(0xffff, v0, w0, 0xdd);
+    r[4 + c] = _mm512_maskz_shuffle_i32x4(0xffff, v1, w1, 0x88);
+    r[12 + c] = _mm512_maskz_shuffle_i32x4(0xffff, v1, w1, 0xdd);
+  }
+}
+
 // Copies rows [r0, r0 + 32) of w (row_bytes each, M rows) into panel[unit][32] as 4-byte
 // units, XORed with `flip`; units past a row's end and rows past M are zero before the XOR.
-// Sixteen full rows at a time go through gathers (unit j of 16 rows, one 64-byte store): the
-// scalar copy cost as much as the products for a 32-token batch.
+// Sixteen full rows at a time go through 16 x 16 transposes (the units left over through gathers):
+// the scalar copy cost as much as the products for a 32-token batch.
 __attribute__((target("avx512f"))) void pack_panel(const uint8_t* w, int64_t M, int64_t row_bytes, int64_t r0, int64_t units,
                                                    uint32_t flip, uint32_t* panel) {
   const int64_t full_units = row_bytes / 4;
@@ -59,7 +84,14 @@ __attribute__((target("avx512f"))) void pack_panel(const uint8_t* w, int64_t M, 
     }
     if (gather) {
       const uint8_t* base = w + first * row_bytes;
-      for (int64_t j = 0; j < full_units; ++j)
+      int64_t j = 0;
+      for (; j + 16 <= full_units; j += 16) {  // 16 units of 16 rows: one load a row, a transpose, a store a unit
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(base + i * row_bytes + 4 * j);
+        transpose_16x16(r);
+        for (int u = 0; u < 16; ++u) _mm512_storeu_si512(panel + (j + u) * kPanelRows + half * 16, _mm512_xor_si512(r[u], flip_v));
+      }
+      for (; j < full_units; ++j)
         _mm512_storeu_si512(panel + j * kPanelRows + half * 16,
                             _mm512_xor_si512(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0xffff, offsets, base + 4 * j, 1), flip_v));
     }
