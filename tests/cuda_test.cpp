@@ -74,8 +74,6 @@ TEST_F(CudaTest, GemvAndGemmMatchTheReferenceMatmul) {
   }
 }
 
-// The decode GEMV building its own input (RMSNorm of picked residual rows) and finishing with
-// SwiGLU, against the reference doing norm, matmul and SwiGLU one after the other.
 // Dummy weights generated on the device (--dummy-weights on a GPU) upload to the same bytes as the
 // host's: a bf16 matrix of two parts, and a W8A8 FP8 matrix of two parts (the second starting on
 // a block row of its own).
@@ -109,6 +107,8 @@ TEST_F(CudaTest, DummyWeightsGeneratedOnTheDeviceMatchTheHostBytes) {
   }
 }
 
+// The decode GEMV building its own input (RMSNorm of picked residual rows) and finishing with
+// SwiGLU, against the reference doing norm, matmul and SwiGLU one after the other.
 TEST_F(CudaTest, GemvNormPrologueAndSwigluEpilogueMatchTheReference) {
   ReferenceBackend reference;
   const float eps = 1e-6f;

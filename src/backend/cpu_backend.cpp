@@ -496,7 +496,7 @@ void CpuBackend::matmul_i8_fast(const Weight& w, const float* x, int64_t x_strid
   x_i8_.resize(static_cast<size_t>(n * K32));
   x_scale_.resize(static_cast<size_t>(n));
   x_bias_.resize(static_cast<size_t>(n));
-  if (n >= kGemmMinTokens) {  // a prefill's rows over the pool
+  if (n * K >= (int64_t{1} << 17)) {  // a prefill's rows over the pool (an expert's few tokens are not worth waking it)
     constexpr int64_t kRowsPerTask = 16;
     pool_->run((n + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task) {
       const int64_t t0 = task * kRowsPerTask, rows = std::min(kRowsPerTask, n - t0);

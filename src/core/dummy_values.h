@@ -4,6 +4,7 @@
 // instead of receiving tens of GB over PCIe). Host and device code; no CUDA dependency.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -27,10 +28,19 @@ SS_HOST_DEVICE inline uint64_t mix64(uint64_t x) {
   return x;
 }
 
-// Uniform in [-1, 1): 24 random bits.
-SS_HOST_DEVICE inline float unit_uniform(uint64_t seed, uint64_t i) {
-  return static_cast<float>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+// 24 random bits for element i.
+SS_HOST_DEVICE inline uint32_t random_bits24(uint64_t seed, uint64_t i) {
+  return static_cast<uint32_t>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40);
 }
+
+// Uniform in [-1, 1).
+SS_HOST_DEVICE inline float unit_uniform(uint64_t seed, uint64_t i) {
+  return static_cast<float>(random_bits24(seed, i)) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+// The range of a matrix's dummy values, [-amplitude, amplitude): variance 1 / cols keeps
+// activations O(1) through any depth of random layers.
+inline float amplitude(int64_t cols) { return std::sqrt(3.0f / static_cast<float>(cols)); }
 
 // Element i of a dummy bf16 weight: uniform in [-amplitude, amplitude).
 SS_HOST_DEVICE inline uint16_t bf16_element(uint64_t seed, uint64_t i, float amplitude) {
@@ -45,8 +55,7 @@ inline float fp8_block_scale(float amplitude) { return amplitude / 240.0f; }
 // Int8 weights (--dtype int8): uniform codes in [-127, 127] with a row scale of amplitude / 127,
 // made directly (quantizing generated floats held 4 bytes a parameter and took most of a load).
 inline int8_t i8_element(uint64_t seed, uint64_t i) {
-  const auto bits = static_cast<uint32_t>(mix64(seed + i * 0x9e3779b97f4a7c15ULL) >> 40);  // 24 random bits, as unit_uniform
-  return static_cast<int8_t>(static_cast<int32_t>((uint64_t{bits} * 255) >> 24) - 127);
+  return static_cast<int8_t>(static_cast<int32_t>((uint64_t{random_bits24(seed, i)} * 255) >> 24) - 127);
 }
 inline float i8_row_scale(float amplitude) { return amplitude / 127.0f; }
 

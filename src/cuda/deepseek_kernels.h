@@ -40,8 +40,7 @@ void mla_prepare(const MlaPrepareParams& p, cudaStream_t stream);
 // x float32 or bf16. The absorbed
 // MLA's q_nope -> q_latent (W_uk^T per head) and out_latent -> v (W_uv per head).
 // The kernel: tensor cores where K is a multiple of 32 (float32 x as a bf16 head and tail; float32
-// sums), or
-// CUDA cores (float32 x as it is; other K, or SEEKSERVE_CUDA_HEAD_SIMT=1).
+// sums), or CUDA cores (float32 x as it is; other K, or SEEKSERVE_CUDA_HEAD_SIMT=1).
 enum class HeadMatmulKernel { kCudaCores, kTensorCores };
 HeadMatmulKernel default_head_matmul_kernel();
 void head_matmul(const bf16* w, int64_t H, int64_t M, int64_t K, const float* x, int64_t x_token_stride, int64_t x_head_stride,

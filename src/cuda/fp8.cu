@@ -2,8 +2,6 @@
 // grouped expert GEMVs, and adding a bf16 GEMM output into the residual stream.
 #include <cuda_fp8.h>
 
-#include <cstdlib>
-
 #include "cuda/fp8_kernels.h"
 #include "cuda/kernel_support.cuh"
 
@@ -354,8 +352,7 @@ void moe_fp8_gemv_swiglu(MoeKernel kernel_choice, const Fp8Weight& w_gate_up, in
     return;
   }
   const dim3 grid(blocks_for(I, kFp8GemvWarps), static_cast<unsigned>(max_active));
-  const auto kernel = moe_fp8_gemv_kernel<true>;
-  launch(kernel, grid, kFp8GemvWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
+  launch(moe_fp8_gemv_kernel<true>, grid, kFp8GemvWarps * 32, stream, w_gate_up, I, K, x, top_k, groups, act, static_cast<float*>(nullptr));
   SS_CUDA_CHECK_LAUNCH();
 }
 
@@ -370,8 +367,7 @@ void moe_fp8_gemv_down(MoeKernel kernel_choice, const Fp8Weight& w_down, int64_t
     return;
   }
   const dim3 grid(blocks_for(M, kFp8GemvWarps), static_cast<unsigned>(max_active));
-  const auto kernel = moe_fp8_gemv_kernel<false>;
-  launch(kernel, grid, kFp8GemvWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
+  launch(moe_fp8_gemv_kernel<false>, grid, kFp8GemvWarps * 32, stream, w_down, M, I, act, int64_t{1}, groups, static_cast<bf16*>(nullptr), out);
   SS_CUDA_CHECK_LAUNCH();
 }
 

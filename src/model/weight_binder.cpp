@@ -152,8 +152,7 @@ Weight WeightBinder::bind_matrix(const std::string& name, int64_t rows, int64_t 
 
 Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t cols, bool fp8, Keep keep) {
   const uint64_t seed = dummy::name_seed(name);
-  // Uniform with variance 1/cols keeps activations O(1) through any depth of random layers.
-  const float amplitude = std::sqrt(3.0f / static_cast<float>(cols));
+  const float amplitude = dummy::amplitude(cols);
   const size_t n = static_cast<size_t>(rows * cols);
   // FP8 elements go to the device only as W8A8 weights (--dtype fp8); under bf16 the uploader
   // converts them on the host.
@@ -195,11 +194,10 @@ Weight WeightBinder::dummy_matrix(const std::string& name, int64_t rows, int64_t
 
 Weight WeightBinder::dummy_i8_matrix(const std::string& name, int64_t rows, int64_t cols) {
   const uint64_t seed = dummy::name_seed(name);
-  const float amplitude = std::sqrt(3.0f / static_cast<float>(cols));  // as dummy_matrix
   const size_t n = static_cast<size_t>(rows * cols);
   auto codes = std::make_shared_for_overwrite<int8_t[]>(n);
   parallel_for_index(n, [&](size_t i) { codes[i] = dummy::i8_element(seed, i); });
-  auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(rows), dummy::i8_row_scale(amplitude));
+  auto scales = std::make_shared<std::vector<float>>(static_cast<size_t>(rows), dummy::i8_row_scale(dummy::amplitude(cols)));
   return owned_quantized_weight(WeightFormat::kI8Row, rows, cols, codes, scales);
 }
 
