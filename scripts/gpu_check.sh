@@ -2,7 +2,7 @@
 # One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
 # then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
 # scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
-#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8ab, fp8lite, heads)
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8ab, fp8lite, heads, ab)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
@@ -91,6 +91,19 @@ if want heads; then
     for i in 1 2; do
       bench --model configs/$run --prompt-tokens 128 --gen-tokens 32
       SEEKSERVE_CUDA_HEAD_SIMT=1 bench --model configs/$run --prompt-tokens 128 --gen-tokens 32
+    done
+  done
+fi
+if want ab; then
+  # Side by side: each run with the environment AB_A (default: none) then AB_B, alternating twice.
+  # AB_RUNS="model.json args;model.json args". The decode attention kernels, for example:
+  # AB_A=SEEKSERVE_CUDA_ATTENTION_MMA=1 AB_B=SEEKSERVE_CUDA_ATTENTION_SIMT=1.
+  echo "== side by side: [${AB_A:-}] against [${AB_B:-}]"
+  IFS=';' read -ra runs <<< "${AB_RUNS:-r1-distill-qwen-1.5b.json --prompt-tokens 128 --gen-tokens 64;r1-distill-llama-8b.json --prompt-tokens 128 --gen-tokens 64}"
+  for run in "${runs[@]}"; do
+    for i in 1 2; do
+      env ${AB_A:-} "$bin/seekserve" bench --device cuda --dummy-weights --json --model configs/$run | tee -a "$out/bench.jsonl"
+      env ${AB_B:-} "$bin/seekserve" bench --device cuda --dummy-weights --json --model configs/$run | tee -a "$out/bench.jsonl"
     done
   done
 fi

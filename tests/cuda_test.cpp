@@ -327,10 +327,19 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     p.block_size = block;
     p.scale = 1.0f / std::sqrt(static_cast<float>(D));
     p.out = d_out.data();
-    attention(p, nullptr);
+    // Both decode kernels. Keys are bf16 on both sides and the output one bf16 rounding; the
+    // tensor-core kernel rounds q and the probabilities to bf16 as well (as the prefill kernel).
+    const auto kernels = {AttentionKernel::kCudaCores, AttentionKernel::kTensorCores};
+    auto bound = [](AttentionKernel kernel) { return kernel == AttentionKernel::kTensorCores ? 2e-2 : 8e-3; };
+    auto name = [](AttentionKernel kernel) { return kernel == AttentionKernel::kTensorCores ? " (tensor cores)" : " (CUDA cores)"; };
     std::vector<float> got;
-    for (bf16 v : download(d_out, want.size())) got.push_back(bf16_value(v));
-    EXPECT_LE(rel_error(got, want), 8e-3) << "attention";  // keys: bf16 on both sides; output one bf16 rounding
+    for (const AttentionKernel kernel : kernels) {
+      SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (want.size() + 8) * 2));  // NaN poison
+      attention(p, nullptr, kernel);
+      got.clear();
+      for (bf16 v : download(d_out, want.size())) got.push_back(bf16_value(v));
+      EXPECT_LE(rel_error(got, want), bound(kernel)) << "attention" << name(kernel);
+    }
 
     // The tensor-core prefill kernel over the same rows, as two tiles (64 + 36 rows); its q and
     // probabilities are bf16 as well, hence the wider bound.
@@ -344,7 +353,9 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     EXPECT_LE(rel_error(got, want), 2e-2) << "prefill attention";
 
     // A decode step after them: position `context`, rotated and cached inside the attention
-    // kernel (fused RoPE), against the reference doing the same in three steps.
+    // kernel (fused RoPE), against the reference doing the same in three steps; each kernel
+    // starts from the cache as it was (the new row unwritten).
+    const std::vector<bf16> k_before = download(d_k, k_cache.size()), v_before = download(d_v, v_cache.size());
     std::vector<float> next = random(static_cast<size_t>(width));
     const float* next_cos = cos.data() + context * D / 2;
     const float* next_sin = sin.data() + context * D / 2;
@@ -359,7 +370,6 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     dp.rope_cos = d_cos.data();
     dp.rope_sin = d_sin.data();
     dp.slots = d_next_slot.data();
-    attention(dp, nullptr);
     reference.rope(next.data(), 1, n_heads + n_kv, width, D, D, next_cos, next_sin, RopePairing::kHalfSplit);
     for (int64_t i = 0; i < kv_width; ++i) {
       k_cache[static_cast<size_t>(next_slot * kv_width + i)] = round_to_bf16(next[static_cast<size_t>(n_heads * D + i)]);
@@ -369,28 +379,35 @@ TEST_F(CudaTest, RopeCacheAndPagedAttentionMatchTheReference) {
     GqaAttentionArgs ref_next{next.data(), width, k_cache.data(), v_cache.data(), table.data(), block, &next_pos, 1,
                               n_heads, n_kv, D, 1.0f / std::sqrt(static_cast<float>(D)), want_next.data()};
     reference.gqa_attention(ref_next);
-    got.clear();
-    for (bf16 v : download(d_out, want_next.size())) got.push_back(bf16_value(v));
-    EXPECT_LE(rel_error(got, want_next), 8e-3) << "decode attention with fused RoPE";
-    std::vector<float> cached_v;
-    for (bf16 v : download(d_v, v_cache.size())) cached_v.push_back(bf16_value(v));
-    EXPECT_EQ(cached_v, v_cache) << "value cached by the fused kernel";
-
-    // The same step with the positions cut into 5 slices (split-KV), merged afterwards.
     DeviceBuffer<float> d_partial;
     ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(attention_partial_floats(1, n_heads, 5, D))).ok());
     auto d_counters = upload(std::vector<int>(static_cast<size_t>(n_kv), 0));
-    dp.n_splits = 5;
-    dp.partial = d_partial.data();
-    dp.split_counters = d_counters.data();
-    for (int run = 0; run < 2; ++run) {  // the merging block leaves the counters ready for the next step
+    for (const AttentionKernel kernel : kernels) {
+      SS_CUDA_CHECK(cudaMemcpy(d_k.data(), k_before.data(), k_before.size() * 2, cudaMemcpyHostToDevice));
+      SS_CUDA_CHECK(cudaMemcpy(d_v.data(), v_before.data(), v_before.size() * 2, cudaMemcpyHostToDevice));
       SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (want.size() + 8) * 2));
-      attention(dp, nullptr);
+      dp.n_splits = 1;
+      attention(dp, nullptr, kernel);
       got.clear();
       for (bf16 v : download(d_out, want_next.size())) got.push_back(bf16_value(v));
-      EXPECT_LE(rel_error(got, want_next), 8e-3) << "split-KV decode attention, run " << run;
+      EXPECT_LE(rel_error(got, want_next), bound(kernel)) << "decode attention with fused RoPE" << name(kernel);
+      std::vector<float> cached_v;
+      for (bf16 v : download(d_v, v_cache.size())) cached_v.push_back(bf16_value(v));
+      EXPECT_EQ(cached_v, v_cache) << "value cached by the fused kernel" << name(kernel);
+
+      // The same step with the positions cut into 5 slices (split-KV), merged afterwards.
+      dp.n_splits = 5;
+      dp.partial = d_partial.data();
+      dp.split_counters = d_counters.data();
+      for (int run = 0; run < 2; ++run) {  // the merging block leaves the counters ready for the next step
+        SS_CUDA_CHECK(cudaMemset(d_out.data(), 0xff, (want.size() + 8) * 2));
+        attention(dp, nullptr, kernel);
+        got.clear();
+        for (bf16 v : download(d_out, want_next.size())) got.push_back(bf16_value(v));
+        EXPECT_LE(rel_error(got, want_next), bound(kernel)) << "split-KV decode attention, run " << run << name(kernel);
+      }
+      EXPECT_EQ(download(d_counters, static_cast<size_t>(n_kv)), std::vector<int>(static_cast<size_t>(n_kv), 0));
     }
-    EXPECT_EQ(download(d_counters, static_cast<size_t>(n_kv)), std::vector<int>(static_cast<size_t>(n_kv), 0));
   }
 }
 

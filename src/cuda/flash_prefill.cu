@@ -11,6 +11,7 @@
 #include <cfloat>
 
 #include "cuda/kernel_support.cuh"
+#include "cuda/mma_support.cuh"
 
 namespace seekserve::cuda {
 
@@ -27,43 +28,6 @@ constexpr size_t flash_shared_bytes() {
   return size_t{2} * 2 * kFlashKeys * (D + kPad) * sizeof(bf16);  // {K, V} x double buffer
 }
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-// Two 8x8 bf16 matrices (rows given by lanes 0-7 and 8-15): lane i gets row i/4, columns
-// 2(i%4) and 2(i%4)+1 of each, the B fragment of Q K^T with keys as rows.
-__device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(shared_address(row)));
-}
-
-// Four 8x8 matrices transposed: lane i gets rows 2(i%4), 2(i%4)+1 of column i/4 of each, the B
-// fragment of P V with keys as rows.
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row)));
-}
-
-// 16 bytes global -> shared without passing through registers; src_bytes 0 writes zeros.
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 template <int D>
 __global__ void __launch_bounds__(kFlashThreads, 3) flash_prefill_kernel(AttentionParams p, const int32_t* tiles, int n_tiles) {
   dependency_wait();
@@ -77,38 +41,15 @@ __global__ void __launch_bounds__(kFlashThreads, 3) flash_prefill_kernel(Attenti
   // Tiles run last-first: the causal tiles far into a sequence take longest, start them early.
   const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x);
   const int32_t seq = tiles[tile * 3], row0 = tiles[tile * 3 + 1], n_rows = tiles[tile * 3 + 2];
-  const int64_t h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads), kv_width = p.n_kv_heads * D;
+  const int64_t h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.table_stride;
   const int last_position = p.positions[row0 + n_rows - 1];  // positions grow within a chunk
-  const int block_size = static_cast<int>(p.block_size);
 
-  // Tile copies: thread i moves 16-byte chunk i % (D / 8) of rows i / (D / 8) + j * kRowsPerPass.
-  // The pool rows (slots) of a tile are looked up one tile ahead of its copy, so the block-table
-  // reads are in flight behind a tile of math instead of stalling the copy.
-  constexpr int kChunks = D / 8, kRowsPerPass = kFlashThreads / kChunks, kPasses = kFlashKeys / kRowsPerPass;
-  const int my_row = threadIdx.x / kChunks, my_col = (threadIdx.x % kChunks) * 8;
-  int slots[kPasses];  // -1 past the last position (zero-filled)
-  auto look_up = [&](int key0) {  // positions fit in 32 bits: 64-bit division costs ~100 instructions
-#pragma unroll
-    for (int j = 0; j < kPasses; ++j) {
-      const int s = key0 + my_row + j * kRowsPerPass;
-      slots[j] = s <= last_position ? table[s / block_size] * block_size + s % block_size : -1;
-    }
-  };
-  auto copy_tile = [&](int buf) {  // rows of the looked-up tile into buffer `buf`
-#pragma unroll
-    for (int j = 0; j < kPasses; ++j) {
-      const int r = my_row + j * kRowsPerPass;
-      const int64_t offset = static_cast<int64_t>(max(slots[j], 0)) * kv_width + kvh * D + my_col;
-      cp_async_16(s_k + (buf * kFlashKeys + r) * kRow + my_col, p.k_pool + offset, slots[j] >= 0 ? 16 : 0);
-      cp_async_16(s_v + (buf * kFlashKeys + r) * kRow + my_col, p.v_pool + offset, slots[j] >= 0 ? 16 : 0);
-    }
-    cp_async_commit();
-  };
-  look_up(0);
-  copy_tile(0);
-  look_up(kFlashKeys);
+  KvTileCopier<D, kFlashThreads, kFlashKeys, kRow> tiles_in(p, table, kvh, last_position + 1);
+  tiles_in.look_up(0);
+  tiles_in.copy(s_k, s_v, 0);
+  tiles_in.look_up(kFlashKeys);
 
   // This thread's two rows (g and g + 8 of the warp's 16) and the positions they may see.
   const int r_lo = warp * 16 + g, r_hi = r_lo + 8;
@@ -137,8 +78,8 @@ __global__ void __launch_bounds__(kFlashThreads, 3) flash_prefill_kernel(Attenti
   for (int kt = 0; kt < n_key_tiles; ++kt) {
     const int buf = kt & 1;
     if (kt + 1 < n_key_tiles) {
-      copy_tile(buf ^ 1);
-      look_up((kt + 2) * kFlashKeys);  // consumed next iteration
+      tiles_in.copy(s_k, s_v, buf ^ 1);
+      tiles_in.look_up((kt + 2) * kFlashKeys);  // consumed next iteration
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();

@@ -124,7 +124,16 @@ inline int64_t attention_partial_floats(int64_t n_tokens, int64_t n_heads, int64
 }
 // Head dims and GQA group sizes the attention kernel is built for.
 bool attention_supported(int64_t head_dim, int64_t group);
-void attention(const AttentionParams& p, cudaStream_t stream);
+// The decode kernels: tensor cores (the G query heads of a KV head as the rows of mma.sync tiles,
+// keys and values staged through shared memory by cp.async; q and probabilities rounded to bf16
+// as in prefill) or CUDA cores (float q, loads in registers). Tensor cores win once the batch
+// fills the GPU (Llama-8B shapes, batch 256: 10.1 vs 11.1 ms a step), CUDA cores at small
+// batches, where latency rules (Qwen-1.5B batch 1: 1.50 vs 1.70 ms; H200, 2026-11-30).
+// attention(p, stream) picks by the shape; SEEKSERVE_CUDA_ATTENTION_SIMT=1 or _MMA=1 force one.
+enum class AttentionKernel { kCudaCores, kTensorCores };
+AttentionKernel attention_kernel_for(int64_t n_tokens, int64_t n_kv_heads);
+void attention(const AttentionParams& p, cudaStream_t stream, AttentionKernel kernel);
+inline void attention(const AttentionParams& p, cudaStream_t stream) { attention(p, stream, attention_kernel_for(p.n_tokens, p.n_kv_heads)); }
 
 // The same attention for prefill chunks, on tensor cores. Query rows come in tiles of at most
 // 64 rows of one sequence: tiles[3 i .. 3 i + 2] = {sequence, first row, rows}; the rows'
