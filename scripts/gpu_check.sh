@@ -61,10 +61,10 @@ if want deepseek; then
     mla_bench
     SEEKSERVE_CUDA_MLA_SIMT=1 mla_bench
   done
-  # bf16 experts at batch 1: the CUDA-core GEMV (chosen) against the tensor cores, alternating.
+  # bf16 experts at batch 1: the tensor cores (default) against the CUDA-core GEMV, alternating.
   for i in 1 2; do
     bench --model configs/deepseek-v2-lite.json --prompt-tokens 16 --gen-tokens 64
-    SEEKSERVE_CUDA_MOE_MMA=1 bench --model configs/deepseek-v2-lite.json --prompt-tokens 16 --gen-tokens 64
+    SEEKSERVE_CUDA_MOE_GEMV=1 bench --model configs/deepseek-v2-lite.json --prompt-tokens 16 --gen-tokens 64
   done
 fi
 if want fp8; then

@@ -278,7 +278,7 @@ int run_bench(const BenchFlags& f) {
     // Which of the kernels with a switch ran (docs/PERF.md compares them side by side).
     out["mla_kernel"] = cuda::default_mla_kernel() == cuda::MlaKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
     out["head_matmul_kernel"] = cuda::default_head_matmul_kernel() == cuda::HeadMatmulKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
-    out["moe_kernel"] = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") ? "cuda-cores" : std::getenv("SEEKSERVE_CUDA_MOE_MMA") ? "tensor-cores" : "by pairs";
+    out["moe_kernel"] = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") ? "cuda-cores" : "tensor-cores";
     out["fp8_expert_gemms"] = std::getenv("SEEKSERVE_CUDA_FP8_EXPERT_KERNELS") == nullptr;
 #endif
     if (fp8_gemm_tflops > 0) {  // block-scaled FP8 (DeepSeek's format) against bf16, same run

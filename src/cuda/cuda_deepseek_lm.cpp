@@ -425,14 +425,14 @@ void CudaDeepseekLM::moe(const Layer& layer, int64_t n) {
   const bool used_gemms = gemms && expert_gemms(layer, groups, route.ids, n);
   if (!used_gemms && fp8_experts_) {  // W8A8: the tokens quantized for gate|up, then each pair's SwiGLU row for down
     const int64_t max_active = std::min(E, pairs), I = e.moe_intermediate_size;
-    const MoeKernel kernel = choose_moe_kernel(pairs, max_active, /*fp8_weights=*/true);
+    const MoeKernel kernel = default_moe_kernel();
     moe_fp8_gemv_swiglu(kernel, layer.experts_gate_up.fp8_weight(), I, D, quantize_activations(normed_.data(), n, D, n), K, groups,
                         max_active, expert_act_.data(), stream_);
     moe_fp8_gemv_down(kernel, layer.experts_down.fp8_weight(), D, I, quantize_activations(expert_act_.data(), pairs, I, pairs), groups,
                       max_active, expert_out_.data(), stream_);
   } else if (!used_gemms) {
     const int64_t max_active = std::min(E, pairs);
-    const MoeKernel kernel = choose_moe_kernel(pairs, max_active, /*fp8_weights=*/false);
+    const MoeKernel kernel = default_moe_kernel();
     moe_gemv_swiglu(kernel, layer.experts_gate_up.data.data(), e.moe_intermediate_size, D, normed_.data(), K, groups, max_active,
                     expert_act_.data(), stream_);
     moe_gemv_down(kernel, layer.experts_down.data.data(), D, e.moe_intermediate_size, expert_act_.data(), groups, max_active,

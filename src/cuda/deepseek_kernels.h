@@ -140,15 +140,13 @@ struct MoeGroups {
 };
 void moe_group(const int32_t* ids, int64_t n_pairs, int64_t n_experts, const MoeGroups& groups, cudaStream_t stream);
 
-// Which kernel runs the grouped expert matmuls. Tensor cores (mma.sync 16 weight rows x 8 pairs)
-// win once experts average two or more pairs (H200, V2-Lite batch 32: 2,074 vs 1,610 tok/s); with
-// one pair an expert (batch-1 decode) the CUDA-core GEMV streams bf16 weights faster (276 vs 243).
-// FP8 experts take the tensor cores at every size: there the CUDA cores decode every e4m3 byte,
-// and mma.sync reads them as they are (V3 8 layers: batch 1 3.35 vs 3.58 ms a step with the
-// tensor-core dense GEMV beside it; batch 32 19.8 vs 27.6 ms; 2026-11-30).
-// SEEKSERVE_CUDA_MOE_GEMV=1 forces the CUDA cores, SEEKSERVE_CUDA_MOE_MMA=1 the tensor cores (to compare).
+// Which kernel runs the grouped expert matmuls: tensor cores (mma.sync, 16 weight rows x 8 pairs)
+// at every size, bf16 and FP8. Since they read each lane's weights as 16-byte loads (moe.cu) they
+// also win with one pair an expert: H200, V2-Lite bf16 decode batch 1 3.03 vs 3.40 ms a step,
+// batch 8 7.96 vs 10.33 ms against the CUDA-core GEMV (2026-11-30; before, the GEMV won batch 1).
+// SEEKSERVE_CUDA_MOE_GEMV=1 picks the CUDA-core GEMV (kept to compare).
 enum class MoeKernel { kCudaCores, kTensorCores };
-MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active, bool fp8_weights);
+MoeKernel default_moe_kernel();
 
 // Expert matmuls over the grouped pairs on tensor cores (K a multiple of 16), each selected
 // expert's rows read once per group of up to 8 of its pairs; experts that received nothing cost

@@ -215,13 +215,21 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) moe_fp8_gemv_kernel(Fp8Wei
   }
 }
 
-// The grouped expert matmuls on tensor cores for experts with several pairs (choose_moe_kernel),
+// The grouped expert matmuls on tensor cores (default_moe_kernel),
 // the FP8 counterpart of moe.cu's moe_mma_kernel: block = (16-row tile of one expert, active
 // expert), 4 warps taking the 128-channel groups w, w + 4, ...; in a group, four mma.sync
 // m16n8k32 e4m3 multiply the tile's rows (A: weight bytes straight from global memory into the
 // fragments, no decoding) by 8 of the expert's pairs (B: their quantized rows); the group's sums
 // then take the two scales (weight block of the row, activation group of the pair).
+//
+// A group's 128 channels are dealt to the fragments permuted: lane (gid, tig) reads bytes
+// [32 tig, 32 tig + 32) of its rows and of its pair's row as two 16-byte loads, and word 2s + j of
+// them is its fragment register j of k-step s (j = 0: a0/a1/b0, j = 1: a2/a3/b1). A and B use the
+// same permutation, so each group's sum is the same set of products; the loads are 16 bytes
+// (four 4-byte loads at the fragments' natural positions before), and kInFlight groups a warp are
+// loaded before any is multiplied, so more weight bytes are in flight an SM.
 constexpr int kFp8MmaWarps = 4;
+constexpr int kFp8MmaInFlight = 2;
 
 template <bool kSwiGLU>
 __global__ void __launch_bounds__(kFp8MmaWarps * 32) moe_fp8_mma_kernel(Fp8Weight w, int64_t M, int64_t K, Fp8Activations x,
@@ -242,7 +250,7 @@ __global__ void __launch_bounds__(kFp8MmaWarps * 32) moe_fp8_mma_kernel(Fp8Weigh
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t row = (e * kOuts + o) * M + (r0 + gid + 8 * h < M ? r0 + gid + 8 * h : M - 1);
-      wr[o][h] = w.w + row * K + 4 * tig;
+      wr[o][h] = w.w + row * K + 32 * tig;
       ws[o][h] = w.scales + static_cast<int64_t>(w.scale_row[row]) * w.scale_ld;
     }
   const int groups = static_cast<int>(K / kFp8Group);
@@ -253,40 +261,40 @@ __global__ void __launch_bounds__(kFp8MmaWarps * 32) moe_fp8_mma_kernel(Fp8Weigh
     // B fragments: this lane reads pair gid of the chunk (zeros past its end); the accumulators
     // hold pairs 2 tig and 2 tig + 1, whose activation rows give their scales.
     const bool has_pair = gid < count;
-    const uint8_t* xr = x.xq + static_cast<int64_t>(has_pair ? g.sorted[chunk + gid] / div : 0) * K + 4 * tig;
+    const uint8_t* xr = x.xq + static_cast<int64_t>(has_pair ? g.sorted[chunk + gid] / div : 0) * K + 32 * tig;
     int acc_row[2];
 #pragma unroll
     for (int j = 0; j < 2; ++j) acc_row[j] = 2 * tig + j < count ? g.sorted[chunk + 2 * tig + j] / div : 0;
     float acc[kOuts][4] = {};
-    for (int grp = warp; grp < groups; grp += kFp8MmaWarps) {
-      const int64_t k0 = static_cast<int64_t>(grp) * kFp8Group;
-      uint32_t a[4][kOuts][4], b[4][2];
+    for (int grp0 = warp; grp0 < groups; grp0 += kFp8MmaWarps * kFp8MmaInFlight) {
+      uint4 a[kFp8MmaInFlight][kOuts][2][2], b[kFp8MmaInFlight][2];  // [group][out][row gid + 8 h][half]
 #pragma unroll
-      for (int step = 0; step < 4; ++step) {
-        const int64_t k = k0 + 32 * step;
-#pragma unroll
-        for (int o = 0; o < kOuts; ++o) {
-          a[step][o][0] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][0] + k));
-          a[step][o][1] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][1] + k));
-          a[step][o][2] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][0] + k + 16));
-          a[step][o][3] = __ldcs(reinterpret_cast<const unsigned int*>(wr[o][1] + k + 16));
-        }
-        b[step][0] = has_pair ? *reinterpret_cast<const uint32_t*>(xr + k) : 0u;
-        b[step][1] = has_pair ? *reinterpret_cast<const uint32_t*>(xr + k + 16) : 0u;
+      for (int f = 0; f < kFp8MmaInFlight; ++f) {
+        if (grp0 + f * kFp8MmaWarps >= groups) break;
+        load_expert_words<kOuts>(wr, xr, has_pair, static_cast<int64_t>(grp0 + f * kFp8MmaWarps) * kFp8Group, a[f], b[f]);
       }
-      float sum[kOuts][4] = {};
 #pragma unroll
-      for (int step = 0; step < 4; ++step)
+      for (int f = 0; f < kFp8MmaInFlight; ++f) {
+        const int grp = grp0 + f * kFp8MmaWarps;
+        if (grp >= groups) break;
+        float sum[kOuts][4] = {};
 #pragma unroll
-        for (int o = 0; o < kOuts; ++o) mma_e4m3(sum[o], a[step][o], b[step][0], b[step][1]);
-      // sum[o][i]: row gid + 8 (i / 2), pair 2 tig + i % 2 of the chunk.
-      float x_scale[2];
+        for (int step = 0; step < 4; ++step)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) x_scale[j] = x.scales[grp * x.ld + acc_row[j]];
+          for (int o = 0; o < kOuts; ++o) {
+            const uint32_t af[4] = {word_of(a[f][o][0], 2 * step), word_of(a[f][o][1], 2 * step), word_of(a[f][o][0], 2 * step + 1),
+                                    word_of(a[f][o][1], 2 * step + 1)};
+            mma_e4m3(sum[o], af, word_of(b[f], 2 * step), word_of(b[f], 2 * step + 1));
+          }
+        // sum[o][i]: row gid + 8 (i / 2), pair 2 tig + i % 2 of the chunk.
+        float x_scale[2];
 #pragma unroll
-      for (int o = 0; o < kOuts; ++o)
+        for (int j = 0; j < 2; ++j) x_scale[j] = x.scales[grp * x.ld + acc_row[j]];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) acc[o][i] = fmaf(sum[o][i], ws[o][i / 2][grp] * x_scale[i % 2], acc[o][i]);
+        for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[o][i] = fmaf(sum[o][i], ws[o][i / 2][grp] * x_scale[i % 2], acc[o][i]);
+      }
     }
     store_expert_tile<kSwiGLU>(partial, acc, r0, M, count, g.sorted + chunk, act, out);
   }

@@ -61,7 +61,7 @@ void add_bf16_rows(const bf16* src, int64_t n, int64_t M, const float* bias, boo
 
 // The grouped expert matmuls of deepseek_kernels.h over FP8 experts (stacked as there: gate
 // rows, then up rows per expert): the CUDA-core GEMV, or tensor cores (mma.sync m16n8k32 e4m3 on
-// the weight bytes as they are) for experts with several pairs (choose_moe_kernel). x holds one
+// the weight bytes as they are; default_moe_kernel). x holds one
 // quantized row per token (swiglu) or per pair (down).
 void moe_fp8_gemv_swiglu(MoeKernel kernel, const Fp8Weight& w_gate_up, int64_t I, int64_t K, const Fp8Activations& x, int64_t top_k,
                          const MoeGroups& groups, int64_t max_active, bf16* act, cudaStream_t stream);

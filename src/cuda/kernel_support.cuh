@@ -158,6 +158,35 @@ __device__ __forceinline__ void store_expert_tile(float (&partial)[kWarps][kOuts
   __syncthreads();
 }
 
+// Word i (0-7) of two consecutive 16-byte loads: the expert kernels (moe.cu, fp8.cu) load a
+// lane's 32 bytes of a row that way and deal the words to mma fragments (i a compile-time constant
+// after unrolling, so this is a register pick).
+__device__ __forceinline__ uint32_t word_of(const uint4 (&v)[2], int i) {
+  const uint4& q = v[i / 4];
+  switch (i % 4) {
+    case 0: return q.x;
+    case 1: return q.y;
+    case 2: return q.z;
+    default: return q.w;
+  }
+}
+
+// A lane's 32 bytes (two 16-byte loads) at element k of its two weight rows of each output,
+// a[o][h][half] for row gid + 8 h (streamed once: evict-first), and of its B row, b[half] (zeros
+// without one): what the expert kernels (moe.cu, fp8.cu) deal to mma fragments with word_of.
+template <int kOuts, typename T>
+__device__ __forceinline__ void load_expert_words(const T* const (&wr)[kOuts][2], const T* xr, bool has_b, int64_t k, uint4 (&a)[kOuts][2][2],
+                                                  uint4 (&b)[2]) {
+#pragma unroll
+  for (int o = 0; o < kOuts; ++o)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) a[o][h][half] = __ldcs(reinterpret_cast<const uint4*>(wr[o][h] + k) + half);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) b[half] = has_b ? *(reinterpret_cast<const uint4*>(xr + k) + half) : make_uint4(0, 0, 0, 0);
+}
+
 // c += a b on tensor cores for e4m3 operands: a 16 x 32 (rows gid, gid + 8; 4 bytes of k each
 // per register: a[0] row gid k 4 tig.., a[1] row gid + 8, a[2]/a[3] the same at k + 16), b 32 x 8
 // (b0 column gid k 4 tig.., b1 at k + 16), c 16 x 8 float32 as in mma_bf16.

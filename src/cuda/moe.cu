@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(1024) moe_group_kernel(const int32_t* ids, int
   for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) g.sorted[atomicAdd(&cursor[ids[p]], 1)] = static_cast<int32_t>(p);
 }
 
-// The CUDA-core version (steps averaging under two pairs an expert; choose_moe_kernel). Grid (row groups of 8 * kGemvExpertRowsPerWarp, active experts): warp w takes rows
+// The CUDA-core version (kept to compare: SEEKSERVE_CUDA_MOE_GEMV=1). Grid (row groups of 8 * kGemvExpertRowsPerWarp, active experts): warp w takes rows
 // blockIdx.x * 8 * kGemvExpertRowsPerWarp + 8 r + w of the expert (with kSwiGLU: gate row and up row
 // side by side) and its pairs 8 at a time. (Measured on the H200, V2-Lite shapes: 4 rows a warp
 // to amortize the block's chain of index loads was slower at batch 1 and mixed at batch 32;
@@ -259,7 +259,16 @@ __global__ void __launch_bounds__(256) moe_gemv_kernel(const bf16* w, int64_t M,
 // their input rows, L1/L2-resident). A decode step with one token wastes 7/8 of each mma, which
 // costs nothing against the weight stream; at batch 32 the 3-4 tokens an expert gets share every
 // weight load. kSwiGLU: gate rows r and up rows I + r side by side, act = silu(gate) * up.
-constexpr int kExpertWarps = 4, kExpertUnroll = 4;
+//
+// K is taken in blocks of 64 (four k-steps), warp w taking blocks w, w + 4, ..., kExpertInFlight
+// of them loaded before any is multiplied. Within a block the channels are dealt to the fragments
+// permuted (as fp8.cu's expert kernel does): lane (gid, tig) reads channels [16 tig, 16 tig + 16)
+// of its rows and of its token's row as two 16-byte loads, and word 2s + j of them (a bf16 pair)
+// is its fragment register j of k-step s. A and B use the same permutation, so a block's sum is
+// the same set of products. (Four-byte loads at the fragments' own positions: FP8 experts measured
+// 17.5 -> 12.2 ms a V3 batch-32 step when that kernel moved to this layout.) A K that is not a
+// multiple of 64 finishes with k-steps of 16 at the natural positions.
+constexpr int kExpertWarps = 4, kExpertInFlight = 2;
 
 __device__ __forceinline__ uint32_t load_pair(const bf16* p) { return __ldcs(reinterpret_cast<const unsigned int*>(p)); }
 
@@ -280,37 +289,46 @@ __global__ void __launch_bounds__(kExpertWarps * 32) moe_mma_kernel(const bf16* 
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t row = r0 + gid + 8 * h < M ? r0 + gid + 8 * h : M - 1;
-      wr[o][h] = w + ((e * kOuts + o) * M + row) * K + 2 * tig;
+      wr[o][h] = w + ((e * kOuts + o) * M + row) * K;
     }
-  const int steps = static_cast<int>(K / 16);
+  const int blocks = static_cast<int>(K / 64), steps = static_cast<int>(K / 16);
   const int begin = g.offsets[e], end = g.offsets[e + 1];
   const int div = static_cast<int>(x_per_pair_div);
   for (int chunk = begin; chunk < end; chunk += kExpertTokens) {
     const int count = min(kExpertTokens, end - chunk);
     // B fragments: this lane reads token gid of the chunk (zeros past the chunk's end).
     const bool has_token = gid < count;
-    const bf16* xr = x + static_cast<int64_t>(has_token ? g.sorted[chunk + gid] / div : 0) * K + 2 * tig;
+    const bf16* xr = x + static_cast<int64_t>(has_token ? g.sorted[chunk + gid] / div : 0) * K;
     float acc[kOuts][4] = {};
-    for (int s0 = warp; s0 < steps; s0 += kExpertWarps * kExpertUnroll) {
-      uint32_t a[kExpertUnroll][kOuts][4], b[kExpertUnroll][2];
+    for (int b0 = warp; b0 < blocks; b0 += kExpertWarps * kExpertInFlight) {
+      uint4 a[kExpertInFlight][kOuts][2][2], b[kExpertInFlight][2];  // [block][out][row gid + 8 h][half]
 #pragma unroll
-      for (int u = 0; u < kExpertUnroll; ++u) {
-        const int s = s0 + u * kExpertWarps;
-        const int64_t k = static_cast<int64_t>(min(s, steps - 1)) * 16;
-#pragma unroll
-        for (int o = 0; o < kOuts; ++o) {
-          a[u][o][0] = load_pair(wr[o][0] + k);
-          a[u][o][1] = load_pair(wr[o][1] + k);
-          a[u][o][2] = load_pair(wr[o][0] + k + 8);
-          a[u][o][3] = load_pair(wr[o][1] + k + 8);
-        }
-        b[u][0] = has_token && s < steps ? *reinterpret_cast<const uint32_t*>(xr + k) : 0u;
-        b[u][1] = has_token && s < steps ? *reinterpret_cast<const uint32_t*>(xr + k + 8) : 0u;
+      for (int f = 0; f < kExpertInFlight; ++f) {
+        if (b0 + f * kExpertWarps >= blocks) break;
+        load_expert_words<kOuts>(wr, xr, has_token, static_cast<int64_t>(b0 + f * kExpertWarps) * 64 + 16 * tig, a[f], b[f]);
       }
 #pragma unroll
-      for (int u = 0; u < kExpertUnroll; ++u)
+      for (int f = 0; f < kExpertInFlight; ++f) {
+        if (b0 + f * kExpertWarps >= blocks) break;
 #pragma unroll
-        for (int o = 0; o < kOuts; ++o) mma_bf16(acc[o], a[u][o], b[u][0], b[u][1]);  // zero B past the end adds 0
+        for (int step = 0; step < 4; ++step)
+#pragma unroll
+          for (int o = 0; o < kOuts; ++o) {
+            const uint32_t af[4] = {word_of(a[f][o][0], 2 * step), word_of(a[f][o][1], 2 * step), word_of(a[f][o][0], 2 * step + 1),
+                                    word_of(a[f][o][1], 2 * step + 1)};
+            mma_bf16(acc[o], af, word_of(b[f], 2 * step), word_of(b[f], 2 * step + 1));
+          }
+      }
+    }
+    // The k-steps past the last whole block (K % 64), at the fragments' natural positions.
+    for (int s = 4 * blocks + warp; s < steps; s += kExpertWarps) {
+      const int64_t k = static_cast<int64_t>(s) * 16 + 2 * tig;
+#pragma unroll
+      for (int o = 0; o < kOuts; ++o) {
+        const uint32_t af[4] = {load_pair(wr[o][0] + k), load_pair(wr[o][1] + k), load_pair(wr[o][0] + k + 8), load_pair(wr[o][1] + k + 8)};
+        mma_bf16(acc[o], af, has_token ? *reinterpret_cast<const uint32_t*>(xr + k) : 0u,
+                 has_token ? *reinterpret_cast<const uint32_t*>(xr + k + 8) : 0u);
+      }
     }
     store_expert_tile<kSwiGLU>(partial, acc, r0, M, count, g.sorted + chunk, act, out);
   }
@@ -355,12 +373,9 @@ void check_multiple_of_16(int64_t K, const char* what) {
 
 }  // namespace
 
-MoeKernel choose_moe_kernel(int64_t n_pairs, int64_t max_active, bool fp8_weights) {
-  static const bool forced_cuda_cores = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") != nullptr;
-  static const bool forced_tensor_cores = std::getenv("SEEKSERVE_CUDA_MOE_MMA") != nullptr;
-  if (forced_cuda_cores || max_active == 0) return MoeKernel::kCudaCores;
-  if (forced_tensor_cores || fp8_weights) return MoeKernel::kTensorCores;
-  return n_pairs >= 2 * max_active ? MoeKernel::kTensorCores : MoeKernel::kCudaCores;
+MoeKernel default_moe_kernel() {
+  static const MoeKernel kernel = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") != nullptr ? MoeKernel::kCudaCores : MoeKernel::kTensorCores;
+  return kernel;
 }
 
 void router_logits(const float* router, int64_t E, int64_t K, const bf16* x, int64_t n, float* logits, cudaStream_t stream) {
