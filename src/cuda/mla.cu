@@ -7,6 +7,7 @@
 
 #include "cuda/deepseek_kernels.h"
 #include "cuda/kernel_support.cuh"
+#include "cuda/mma_support.cuh"
 
 namespace seekserve::cuda {
 
@@ -215,10 +216,11 @@ __global__ void __launch_bounds__(kMlaThreads) mla_attention_kernel(MlaAttention
 // m16n8k16 with the 16 heads as its M. Per tile of 32 keys staged in shared memory ([c_kv | k_pe]
 // rows, zero-padded to a multiple of 16 columns): scores S[16 heads, 32 keys] = Q K^T (warp w:
 // keys 8 w .. 8 w + 7 over every column); online softmax per head (8 threads a head);
-// probabilities P (bf16) times the tile's c_kv rows into O[16, R] (warp w: column tiles w, w + 4,
-// ...). Q in bf16 (q_latent as stored, q_pe rotated in float then rounded), P in bf16, sums in
-// float32 (FlashAttention's precision). Row strides are padded by 16 bytes so the fragment loads
-// of 8 rows fall in distinct banks.
+// probabilities P (bf16) times the tile's c_kv rows into O[16, R] (warp w: column tiles 2 w,
+// 2 w + 1, 2 w + 8, ...). Q in bf16 (q_latent as stored, q_pe rotated in float then rounded), P in
+// bf16, sums in float32 (FlashAttention's precision). The Q, K and V fragments come through
+// ldmatrix (V transposed on the way); row strides are padded by 16 bytes so the 8 rows of each
+// 8x8 matrix fall in distinct banks.
 constexpr int kMlaMmaThreads = 128, kMlaMmaWarps = 4, kMlaMmaMaxColTiles = 16;  // R <= 4 x 16 x 8 = 512
 constexpr int kMlaProbStride = 40;                                             // bf16 a row of P (32 keys + pad)
 constexpr int kMlaScoreStride = 33;                                            // floats a row of S
@@ -231,9 +233,11 @@ inline size_t mla_mma_shared_bytes(int W) {
 }
 
 __device__ __forceinline__ uint32_t shared_pair(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
-__device__ __forceinline__ uint32_t pack_bf16(bf16 lo, bf16 hi) {
-  return static_cast<uint32_t>(__bfloat16_as_ushort(lo)) | static_cast<uint32_t>(__bfloat16_as_ushort(hi)) << 16;
-}
+
+// Column tile (8 latent columns) of the output that accumulator i of `warp` holds: warps take
+// adjacent pairs (2 warp, 2 warp + 1, then + 8 ...), so one transposed ldmatrix gives the value
+// fragments of both.
+__device__ __forceinline__ int mla_col_tile(int warp, int i) { return 2 * kMlaMmaWarps * (i / 2) + 2 * warp + i % 2; }
 
 __global__ void __launch_bounds__(kMlaMmaThreads) mla_attention_mma_kernel(MlaAttentionParams p) {
   dependency_wait();
@@ -309,13 +313,16 @@ __global__ void __launch_bounds__(kMlaMmaThreads) mla_attention_mma_kernel(MlaAt
     }
     __syncthreads();
     // Scores of keys 8 warp .. 8 warp + 7: s[0..1] head gid, s[2..3] head gid + 8 (keys 2 tig, +1).
+    // Fragments through ldmatrix: the queries' A (x4: rows 0-7 / 8-15, columns k0 / k0 + 8) and
+    // the warp's 8 keys' B (x2: columns k0 / k0 + 8), one instruction each a k-step.
     float sc[4] = {};
-    const bf16* key_row = ks + (8 * warp + gid) * stride + 2 * tig;
-    const bf16* q_lo = qs + gid * stride + 2 * tig;
-    const bf16* q_hi = qs + (gid + 8) * stride + 2 * tig;
+    const bf16* q_frag = qs + (lane % 8 + 8 * ((lane / 8) % 2)) * stride + 8 * (lane / 16);
+    const bf16* k_frag = ks + (8 * warp + lane % 8) * stride + 8 * ((lane / 8) % 2);
     for (int k0 = 0; k0 < Wp; k0 += 16) {
-      const uint32_t a[4] = {shared_pair(q_lo + k0), shared_pair(q_hi + k0), shared_pair(q_lo + k0 + 8), shared_pair(q_hi + k0 + 8)};
-      mma_bf16(sc, a, shared_pair(key_row + k0), shared_pair(key_row + k0 + 8));
+      uint32_t a[4], b0, b1;
+      ldmatrix_x4(a, q_frag + k0);
+      ldmatrix_x2(b0, b1, k_frag + k0);
+      mma_bf16(sc, a, b0, b1);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -365,20 +372,26 @@ __global__ void __launch_bounds__(kMlaMmaThreads) mla_attention_mma_kernel(MlaAt
       a[k][3] = shared_pair(p_hi + 8);
     }
 #pragma unroll
-    for (int i = 0; i < kMlaMmaMaxColTiles; ++i) {
-      const int nt = warp + kMlaMmaWarps * i;
+    for (int i = 0; i < kMlaMmaMaxColTiles; i += 2) {
+      const int nt = mla_col_tile(warp, i);
       if (nt >= col_tiles) break;
-      o[i][0] *= alpha_lo;
-      o[i][1] *= alpha_lo;
-      o[i][2] *= alpha_hi;
-      o[i][3] *= alpha_hi;
-      const bf16* v_col = ks + 8 * nt + gid;  // B[key][col]: rows 2 tig, 2 tig + 1 (and + 8) of column gid
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        o[i + j][0] *= alpha_lo;
+        o[i + j][1] *= alpha_lo;
+        o[i + j][2] *= alpha_hi;
+        o[i + j][3] *= alpha_hi;
+      }
+      // B[key][col] of column tiles nt and nt + 1 (keys as rows, transposed on the way): matrix
+      // m = lane / 8 holds keys +8 (m % 2) of columns +8 (m / 2). Past R (an odd number of
+      // column tiles) the load reads k_pe columns of the row and the mma is skipped.
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
-        const int key = 16 * k + 2 * tig;
-        const uint32_t b0 = pack_bf16(v_col[key * stride], v_col[(key + 1) * stride]);
-        const uint32_t b1 = pack_bf16(v_col[(key + 8) * stride], v_col[(key + 9) * stride]);
-        mma_bf16(o[i], a[k], b0, b1);
+        uint32_t b[4];
+        const int m = lane / 8;
+        ldmatrix_x4_trans(b, ks + (16 * k + 8 * (m % 2) + lane % 8) * stride + 8 * (nt + m / 2));
+        mma_bf16(o[i], a[k], b[0], b[1]);
+        if (nt + 1 < col_tiles) mma_bf16(o[i + 1], a[k], b[2], b[3]);
       }
     }
   }
@@ -387,8 +400,8 @@ __global__ void __launch_bounds__(kMlaMmaThreads) mla_attention_mma_kernel(MlaAt
   // The normalized output, or this slice's unnormalized sums and (max, sum) for the merge.
 #pragma unroll
   for (int i = 0; i < kMlaMmaMaxColTiles; ++i) {
-    const int nt = warp + kMlaMmaWarps * i;
-    if (nt >= col_tiles) break;
+    const int nt = mla_col_tile(warp, i);
+    if (nt >= col_tiles) continue;  // an odd last tile's partner
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int hh = gid + 8 * half, h = h0 + hh, col = 8 * nt + 2 * tig;
