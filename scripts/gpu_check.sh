@@ -38,6 +38,8 @@ fi
 # stdout (the JSON line) to bench.jsonl; stderr (phase times, errors) to the console. Each run
 # has a time limit (BENCH_TIMEOUT seconds) so one slow run cannot take a call's others with it.
 bench() { timeout "${BENCH_TIMEOUT:-240}" "$bin/seekserve" bench --device cuda --dummy-weights --json "$@" | tee -a "$out/bench.jsonl"; }
+# with_env "NAME=value ..." command...: the command with those variables set (none when empty).
+with_env() { (for assignment in $1; do export "$assignment"; done; shift; "$@"); }
 if want dense; then
   echo "== benchmarks: dense"
   for model in r1-distill-qwen-1.5b r1-distill-llama-8b; do
@@ -102,8 +104,8 @@ if want ab; then
   IFS=';' read -ra runs <<< "${AB_RUNS:-r1-distill-qwen-1.5b.json --prompt-tokens 128 --gen-tokens 64;r1-distill-llama-8b.json --prompt-tokens 128 --gen-tokens 64}"
   for run in "${runs[@]}"; do
     for i in 1 2; do
-      env ${AB_A:-} "$bin/seekserve" bench --device cuda --dummy-weights --json --model configs/$run | tee -a "$out/bench.jsonl"
-      env ${AB_B:-} "$bin/seekserve" bench --device cuda --dummy-weights --json --model configs/$run | tee -a "$out/bench.jsonl"
+      with_env "${AB_A:-}" bench --model configs/$run
+      with_env "${AB_B:-}" bench --model configs/$run
     done
   done
 fi

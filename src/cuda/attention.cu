@@ -168,16 +168,15 @@ bool attention_supported(int64_t head_dim, int64_t group) {
   return (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8;
 }
 
-AttentionKernel attention_kernel_for(int64_t n_tokens, int64_t n_kv_heads) {
+AttentionKernel attention_kernel_for(int64_t n_tokens) {
   static const bool force_simt = std::getenv("SEEKSERVE_CUDA_ATTENTION_SIMT") != nullptr;
   static const bool force_mma = std::getenv("SEEKSERVE_CUDA_ATTENTION_MMA") != nullptr;
   if (force_simt || force_mma) return force_simt ? AttentionKernel::kCudaCores : AttentionKernel::kTensorCores;
   // Measured side by side on the H200 (128 + 32 tokens, ms a step, tensor / CUDA cores):
   // Llama-8B batch 32 5.53 / 5.45, 64 5.61 / 5.65, 128 6.46 / 6.89, 256 10.07 / 11.10; Qwen-1.5B
   // batch 1 1.70 / 1.50, 128 2.70 / 3.17, 256 3.03 / 3.64. From 64 tokens the tensor-core
-  // kernel's deeper copies win; below, the CUDA-core kernel's shorter chain. (n_kv_heads would
-  // matter on another GPU; on the H200 the token count alone separates the two.)
-  (void)n_kv_heads;
+  // kernel's deeper copies win; below, the CUDA-core kernel's shorter chain (on the H200 the
+  // token count alone separates the two, whatever the KV heads).
   constexpr int64_t kTensorCoreMinTokens = 64;
   return n_tokens >= kTensorCoreMinTokens ? AttentionKernel::kTensorCores : AttentionKernel::kCudaCores;
 }

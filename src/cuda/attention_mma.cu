@@ -22,22 +22,17 @@ namespace {
 constexpr int kDecodeKeys = 64;     // key positions per shared-memory tile
 constexpr int kDecodeWarps = 4;     // warp w takes keys [16 w, 16 w + 16) of a tile
 constexpr int kDecodeThreads = kDecodeWarps * 32;
-constexpr int kPad = 8;             // row padding (16 bytes): ldmatrix rows fall in distinct banks
-
-template <int D>
-constexpr size_t decode_mma_shared_bytes() {
-  return size_t{2} * 2 * kDecodeKeys * (D + kPad) * sizeof(bf16);  // {K, V} x double buffer
-}
 
 template <int D, int G>
 __global__ void __launch_bounds__(kDecodeThreads, 3) attention_mma_kernel(AttentionParams p) {
   dependency_wait();
   constexpr int kSteps = D / 16;     // k-steps of Q K^T
   constexpr int kDimBlocks = D / 8;  // n-blocks of P V
-  constexpr int kRow = D + kPad;     // shared row length in elements
+  using Tiles = KvTiles<D, kDecodeKeys>;
+  constexpr int kRow = Tiles::kRow;
   extern __shared__ __align__(16) bf16 smem[];
-  bf16* s_k = smem;                              // [2][kDecodeKeys][kRow]
-  bf16* s_v = smem + 2 * kDecodeKeys * kRow;     // [2][kDecodeKeys][kRow]
+  bf16* s_k = Tiles::keys(smem);
+  bf16* s_v = Tiles::values(smem);
   const int64_t t = blockIdx.x, kvh = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   const int32_t* table = p.block_tables + static_cast<int64_t>(p.token_seq[t]) * p.table_stride;
@@ -48,7 +43,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_mma_kernel(Attent
   const int begin = static_cast<int>(blockIdx.z) * span, end = min(n_visible, begin + span);
   const int n_tiles = end > begin ? (end - begin + kDecodeKeys - 1) / kDecodeKeys : 0;
 
-  KvTileCopier<D, kDecodeThreads, kDecodeKeys, kRow> tiles_in(p, table, kvh, end);
+  KvTileCopier<D, kDecodeThreads, kDecodeKeys> tiles_in(p, table, kvh, end);
   // The block-table reads go out before the RoPE prologue; the copies after it, whose barrier
   // makes the new key and value rows visible.
   if (n_tiles > 0) tiles_in.look_up(begin);
@@ -155,19 +150,19 @@ __global__ void __launch_bounds__(kDecodeThreads, 3) attention_mma_kernel(Attent
 
 template <int D>
 bool launch_attention_mma_d(const AttentionParams& p, int64_t group, cudaStream_t stream) {
-  static_assert(decode_mma_shared_bytes<D>() >= (kDecodeWarps * 8 * (D + 2)) * sizeof(float), "merge space fits the tiles");
+  constexpr size_t kShared = KvTiles<D, kDecodeKeys>::kSharedBytes;
+  static_assert(kShared >= (kDecodeWarps * 8 * (D + 2)) * sizeof(float), "merge space fits the tiles");
   const dim3 grid(static_cast<unsigned>(p.n_tokens), static_cast<unsigned>(p.n_kv_heads), static_cast<unsigned>(p.n_splits));
   switch (group) {
-#define SS_ATTENTION_MMA_CASE(G)                                                                                              \
-  case G: {                                                                                                                   \
-    static const bool configured = [] { /* above 48 KiB of shared memory a kernel must ask for it */                         \
-      SS_CUDA_CHECK(cudaFuncSetAttribute(attention_mma_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,             \
-                                         static_cast<int>(decode_mma_shared_bytes<D>())));                                    \
-      return true;                                                                                                            \
-    }();                                                                                                                      \
-    (void)configured;                                                                                                         \
-    launch_with_shared(attention_mma_kernel<D, G>, grid, kDecodeThreads, decode_mma_shared_bytes<D>(), stream, p);            \
-    return true;                                                                                                              \
+#define SS_ATTENTION_MMA_CASE(G)                                                                                                     \
+  case G: {                                                                                                                          \
+    static const bool configured = [] { /* above 48 KiB of shared memory a kernel must ask for it */                                \
+      SS_CUDA_CHECK(cudaFuncSetAttribute(attention_mma_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kShared))); \
+      return true;                                                                                                                   \
+    }();                                                                                                                             \
+    (void)configured;                                                                                                                \
+    launch_with_shared(attention_mma_kernel<D, G>, grid, kDecodeThreads, kShared, stream, p);                                        \
+    return true;                                                                                                                     \
   }
     SS_ATTENTION_MMA_CASE(1)
     SS_ATTENTION_MMA_CASE(2)

@@ -21,22 +21,17 @@ namespace {
 
 constexpr int kFlashKeys = 64;     // key positions per shared-memory tile
 constexpr int kFlashThreads = 128;  // 4 warps x 16 query rows
-constexpr int kPad = 8;            // row padding (16 bytes): ldmatrix rows fall in distinct banks
-
-template <int D>
-constexpr size_t flash_shared_bytes() {
-  return size_t{2} * 2 * kFlashKeys * (D + kPad) * sizeof(bf16);  // {K, V} x double buffer
-}
 
 template <int D>
 __global__ void __launch_bounds__(kFlashThreads, 3) flash_prefill_kernel(AttentionParams p, const int32_t* tiles, int n_tiles) {
   dependency_wait();
   constexpr int kSteps = D / 16;     // k-steps of Q K^T
   constexpr int kDimBlocks = D / 8;  // n-blocks of P V
-  constexpr int kRow = D + kPad;     // shared row length in elements
+  using Tiles = KvTiles<D, kFlashKeys>;
+  constexpr int kRow = Tiles::kRow;
   extern __shared__ __align__(16) bf16 smem[];
-  bf16* s_k = smem;                                  // [2][kFlashKeys][kRow]
-  bf16* s_v = smem + 2 * kFlashKeys * kRow;          // [2][kFlashKeys][kRow]
+  bf16* s_k = Tiles::keys(smem);
+  bf16* s_v = Tiles::values(smem);
 
   // Tiles run last-first: the causal tiles far into a sequence take longest, start them early.
   const int tile = n_tiles - 1 - static_cast<int>(blockIdx.x);
@@ -46,7 +41,7 @@ __global__ void __launch_bounds__(kFlashThreads, 3) flash_prefill_kernel(Attenti
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.table_stride;
   const int last_position = p.positions[row0 + n_rows - 1];  // positions grow within a chunk
 
-  KvTileCopier<D, kFlashThreads, kFlashKeys, kRow> tiles_in(p, table, kvh, last_position + 1);
+  KvTileCopier<D, kFlashThreads, kFlashKeys> tiles_in(p, table, kvh, last_position + 1);
   tiles_in.look_up(0);
   tiles_in.copy(s_k, s_v, 0);
   tiles_in.look_up(kFlashKeys);
@@ -180,12 +175,12 @@ template <int D>
 void launch_flash_prefill(const AttentionParams& p, const int32_t* tiles, int64_t n_tiles, cudaStream_t stream) {
   static const bool configured = [] {  // above 48 KiB of shared memory a kernel must ask for it
     SS_CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(flash_shared_bytes<D>())));
+                                       static_cast<int>(KvTiles<D, kFlashKeys>::kSharedBytes)));
     return true;
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(p.n_heads));
-  launch_with_shared(flash_prefill_kernel<D>, grid, kFlashThreads, flash_shared_bytes<D>(), stream, p, tiles, static_cast<int>(n_tiles));
+  launch_with_shared(flash_prefill_kernel<D>, grid, kFlashThreads, KvTiles<D, kFlashKeys>::kSharedBytes, stream, p, tiles, static_cast<int>(n_tiles));
 }
 
 }  // namespace

@@ -282,8 +282,8 @@ __global__ void __launch_bounds__(kFp8MmaWarps * 32) moe_fp8_mma_kernel(Fp8Weigh
         for (int step = 0; step < 4; ++step)
 #pragma unroll
           for (int o = 0; o < kOuts; ++o) {
-            const uint32_t af[4] = {word_of(a[f][o][0], 2 * step), word_of(a[f][o][1], 2 * step), word_of(a[f][o][0], 2 * step + 1),
-                                    word_of(a[f][o][1], 2 * step + 1)};
+            uint32_t af[4];
+            expert_a_fragment(a[f][o], step, af);
             mma_e4m3(sum[o], af, word_of(b[f], 2 * step), word_of(b[f], 2 * step + 1));
           }
         // sum[o][i]: row gid + 8 (i / 2), pair 2 tig + i % 2 of the chunk.

@@ -171,6 +171,15 @@ __device__ __forceinline__ uint32_t word_of(const uint4 (&v)[2], int i) {
   }
 }
 
+// The A fragment of k-step `step` (0-3) dealt from a lane's words of its rows gid (rows[0]) and
+// gid + 8 (rows[1]): words 2 step and 2 step + 1, as load_expert_words' callers permute the channels.
+__device__ __forceinline__ void expert_a_fragment(const uint4 (&rows)[2][2], int step, uint32_t (&af)[4]) {
+  af[0] = word_of(rows[0], 2 * step);
+  af[1] = word_of(rows[1], 2 * step);
+  af[2] = word_of(rows[0], 2 * step + 1);
+  af[3] = word_of(rows[1], 2 * step + 1);
+}
+
 // A lane's 32 bytes (two 16-byte loads) at element k of its two weight rows of each output,
 // a[o][h][half] for row gid + 8 h (streamed once: evict-first), and of its B row, b[half] (zeros
 // without one): what the expert kernels (moe.cu, fp8.cu) deal to mma fragments with word_of.

@@ -131,9 +131,9 @@ bool attention_supported(int64_t head_dim, int64_t group);
 // batches, where latency rules (Qwen-1.5B batch 1: 1.50 vs 1.70 ms; H200, 2026-11-30).
 // attention(p, stream) picks by the shape; SEEKSERVE_CUDA_ATTENTION_SIMT=1 or _MMA=1 force one.
 enum class AttentionKernel { kCudaCores, kTensorCores };
-AttentionKernel attention_kernel_for(int64_t n_tokens, int64_t n_kv_heads);
+AttentionKernel attention_kernel_for(int64_t n_tokens);
 void attention(const AttentionParams& p, cudaStream_t stream, AttentionKernel kernel);
-inline void attention(const AttentionParams& p, cudaStream_t stream) { attention(p, stream, attention_kernel_for(p.n_tokens, p.n_kv_heads)); }
+inline void attention(const AttentionParams& p, cudaStream_t stream) { attention(p, stream, attention_kernel_for(p.n_tokens)); }
 
 // The same attention for prefill chunks, on tensor cores. Query rows come in tiles of at most
 // 64 rows of one sequence: tiles[3 i .. 3 i + 2] = {sequence, first row, rows}; the rows'

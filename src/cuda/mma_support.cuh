@@ -55,14 +55,25 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Copies tiles of kKeys cache rows of one KV head (keys and values, D wide) into shared memory
-// ([kKeys][kRow] a buffer) with kThreads threads: thread i moves 16-byte chunk i % (D / 8) of rows
+// Double-buffered tiles of kKeys cache rows of one KV head, keys and values D wide, in a block's
+// dynamic shared memory: keys(smem) and values(smem) are [2][kKeys][kRow], rows padded by 16 bytes
+// so the 8 rows an ldmatrix reads fall in distinct banks.
+template <int D, int kKeys>
+struct KvTiles {
+  static constexpr int kRow = D + 8;  // shared row length in elements
+  static constexpr size_t kSharedBytes = size_t{2} * 2 * kKeys * kRow * sizeof(bf16);  // {K, V} x 2 buffers
+  __device__ static bf16* keys(bf16* smem) { return smem; }
+  __device__ static bf16* values(bf16* smem) { return smem + 2 * kKeys * kRow; }
+};
+
+// Copies tiles of kKeys cache rows of one KV head into KvTiles buffers with kThreads threads: thread i moves 16-byte chunk i % (D / 8) of rows
 // i / (D / 8) + j * kRowsPerPass. A tile's pool rows are looked up (look_up) ahead of its copy
 // (copy), so the block-table reads are in flight behind other work instead of stalling the copy.
 // Positions at or past `limit` are zero-filled. Positions fit in 32 bits: 64-bit division costs
 // ~100 instructions a row.
-template <int D, int kThreads, int kKeys, int kRow>
+template <int D, int kThreads, int kKeys>
 struct KvTileCopier {
+  static constexpr int kRow = KvTiles<D, kKeys>::kRow;
   static constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks, kPasses = kKeys / kRowsPerPass;
   const bf16* k_pool;
   const bf16* v_pool;

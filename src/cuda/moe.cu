@@ -315,8 +315,8 @@ __global__ void __launch_bounds__(kExpertWarps * 32) moe_mma_kernel(const bf16* 
         for (int step = 0; step < 4; ++step)
 #pragma unroll
           for (int o = 0; o < kOuts; ++o) {
-            const uint32_t af[4] = {word_of(a[f][o][0], 2 * step), word_of(a[f][o][1], 2 * step), word_of(a[f][o][0], 2 * step + 1),
-                                    word_of(a[f][o][1], 2 * step + 1)};
+            uint32_t af[4];
+            expert_a_fragment(a[f][o], step, af);
             mma_bf16(acc[o], af, word_of(b[f], 2 * step), word_of(b[f], 2 * step + 1));
           }
       }
