@@ -2,7 +2,7 @@
 # One run on a GPU machine: device facts, the GPU tests (op tests under compute-sanitizer too),
 # then the benchmarks of docs/PERF.md beside the PyTorch CUDA-graph peer. Binaries come from
 # scripts/gpu_build.sh; results go to $OUT (or ./gpu-results) as well as stdout.
-#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: fp8ab, fp8lite, heads, ab)
+#   bash scripts/gpu_check.sh [BIN_DIR=.devbin] [SECTIONS=tests,dense,deepseek,fp8,peer] (also: mla, fp8ab, fp8lite, heads, ab)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-.devbin}")
@@ -40,6 +40,10 @@ fi
 bench() { timeout "${BENCH_TIMEOUT:-240}" "$bin/seekserve" bench --device cuda --dummy-weights --json "$@" | tee -a "$out/bench.jsonl"; }
 # with_env "NAME=value ..." command...: the command with those variables set (none when empty).
 with_env() { (for assignment in $1; do export "$assignment"; done; shift; "$@"); }
+mla_bench() {
+  timeout "${BENCH_TIMEOUT:-240}" "$bin/seekserve" bench --kernel mla-decode --device cuda --model configs/deepseek-v3.json --context 8192 --json "$@" 2>&1 |
+    tee -a "$out/bench.jsonl"
+}
 if want dense; then
   echo "== benchmarks: dense"
   for model in r1-distill-qwen-1.5b r1-distill-llama-8b; do
@@ -53,16 +57,10 @@ if want deepseek; then
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 128 --gen-tokens 64 --batch 32
   bench --model configs/deepseek-v2-lite.json --prompt-tokens 4096 --gen-tokens 4
-  # The MLA decode kernel alone at V3 widths, batch 64, 8k positions (the issue's 80% goal):
-  # tensor cores (default) and CUDA cores (SEEKSERVE_CUDA_MLA_SIMT=1), alternating.
-  mla_bench() {
-    "$bin/seekserve" bench --kernel mla-decode --device cuda --model configs/deepseek-v3.json --batch 64 --context 8192 --json 2>&1 |
-      tee -a "$out/bench.jsonl"
-  }
-  for i in 1 2; do
-    mla_bench
-    SEEKSERVE_CUDA_MLA_SIMT=1 mla_bench
-  done
+  # The MLA decode kernel alone at V3 widths, batch 64, 8k positions (the issue's 80% goal): all
+  # 128 heads on one GPU (compute-bound) and the 16 heads a GPU holds under 8-way tensor parallelism.
+  mla_bench --heads 128 --batch 64
+  mla_bench --heads 16 --batch 64
   # bf16 experts at batch 1: the tensor cores (default) against the CUDA-core GEMV, alternating.
   for i in 1 2; do
     bench --model configs/deepseek-v2-lite.json --prompt-tokens 16 --gen-tokens 64
@@ -106,6 +104,18 @@ if want ab; then
     for i in 1 2; do
       with_env "${AB_A:-}" bench --model configs/$run
       with_env "${AB_B:-}" bench --model configs/$run
+    done
+  done
+fi
+if want mla; then
+  # The MLA decode kernels side by side (tensor cores, 16/32/64 heads a block; the former 16-head
+  # tensor-core kernel, SEEKSERVE_CUDA_MLA_HEADS16=1; CUDA cores, SEEKSERVE_CUDA_MLA_SIMT=1).
+  echo "== MLA decode kernels, V3 widths"
+  for args in "--heads 128 --batch 64" "--heads 16 --batch 64" "--heads 128 --batch 1" "--heads 16 --batch 128"; do
+    for i in 1 2; do
+      mla_bench $args
+      SEEKSERVE_CUDA_MLA_HEADS16=1 mla_bench $args
+      [ $i = 1 ] && SEEKSERVE_CUDA_MLA_SIMT=1 mla_bench $args
     done
   done
 fi

@@ -220,7 +220,10 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
   struct Shape {
     int64_t heads, R, P;
   };
-  for (const Shape& s : std::vector<Shape>{{5, 48, 16}, {20, 512, 64}, {16, 64, 32}, {3, 40, 16}}) {  // the last: R + P not a multiple of 16
+  for (const Shape& s : std::vector<Shape>{{5, 48, 16}, {20, 512, 64}, {16, 64, 32}, {3, 40, 16}, {70, 72, 16}, {70, 512, 64}, {16, 512, 64}}) {
+    // {3, 40, 16}: R + P not a multiple of 16 and an odd number of 8-column tiles; 5, 16, 20 and
+    // 70 heads: the tensor-core kernel's 16-, 32- and 64-head blocks, the last group part-filled;
+    // R 512 with P 64: its build for DeepSeek's own widths, for each block size.
     const int64_t H = s.heads, R = s.R, P = s.P, N = 8, QD = N + P, block = 16, context = 150;
     SCOPED_TRACE("heads " + std::to_string(H) + " R " + std::to_string(R) + " P " + std::to_string(P));
     const int64_t n_blocks = (context + block - 1) / block + 2, rows = n_blocks * block;
@@ -281,8 +284,8 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
       auto d_q = upload(q);
       auto d_pos = upload(positions);
       auto d_seq = upload(seq);
-      for (const MlaKernel kernel : {MlaKernel::kCudaCores, MlaKernel::kTensorCores}) {
-        SCOPED_TRACE(kernel == MlaKernel::kTensorCores ? "tensor cores" : "CUDA cores");
+      for (const MlaKernel kernel : {MlaKernel::kCudaCores, MlaKernel::kTensorCores, MlaKernel::kTensorCoresHeads16}) {
+        SCOPED_TRACE(kernel == MlaKernel::kTensorCores ? "tensor cores" : kernel == MlaKernel::kCudaCores ? "CUDA cores" : "tensor cores, 16 heads");
         auto d_out = upload(std::vector<bf16>(want.size()), 8, to_bf16_host({kSentinel})[0]);
         DeviceBuffer<float> d_partial;
         ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(mla_partial_floats(n, H, splits, R))).ok());

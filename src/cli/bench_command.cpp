@@ -42,6 +42,7 @@ struct BenchFlags {
   bool json = false;
   std::string kernel;     // time one kernel alone instead of the model: "mla-decode"
   int64_t context = 8192;  // --kernel mla-decode: cached positions per sequence
+  int64_t heads = 0;       // --kernel mla-decode: query heads on this GPU (0: the config's)
 };
 
 // Read bandwidth in GB/s with `threads` threads over a buffer far larger than the caches:
@@ -80,7 +81,7 @@ int run_kernel_bench(const BenchFlags& f) {
   auto config = load_config(f.model);
   if (!config.ok()) return report_error(config.status());
   cuda::MlaDecodeShape shape;
-  shape.n_heads = config->require_int("num_attention_heads");
+  shape.n_heads = f.heads > 0 ? f.heads : config->require_int("num_attention_heads");
   shape.kv_rank = config->require_int("kv_lora_rank");
   shape.rope_dim = config->require_int("qk_rope_head_dim");
   shape.nope_dim = config->require_int("qk_nope_head_dim");
@@ -96,7 +97,7 @@ int run_kernel_bench(const BenchFlags& f) {
   const double flops = 2.0 * static_cast<double>(shape.batch * shape.context * shape.n_heads * (2 * shape.kv_rank + shape.rope_dim));
   const double tflops = flops / (timing->ms_median * 1e-3) / 1e12;
   nlohmann::json out = {{"kernel", f.kernel},
-                        {"mla_kernel", cuda::default_mla_kernel() == cuda::MlaKernel::kTensorCores ? "tensor-cores" : "cuda-cores"},
+                        {"mla_kernel", cuda::mla_kernel_name(cuda::default_mla_kernel())},
                         {"model", f.model},
                         {"isa", ceilings.name},
                         {"batch", shape.batch},
@@ -276,7 +277,7 @@ int run_bench(const BenchFlags& f) {
     out["measured_bf16_gemm_TFLOPs"] = gemm_tflops;
 #ifdef SEEKSERVE_HAVE_CUDA
     // Which of the kernels with a switch ran (docs/PERF.md compares them side by side).
-    out["mla_kernel"] = cuda::default_mla_kernel() == cuda::MlaKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
+    out["mla_kernel"] = cuda::mla_kernel_name(cuda::default_mla_kernel());
     out["head_matmul_kernel"] = cuda::default_head_matmul_kernel() == cuda::HeadMatmulKernel::kTensorCores ? "tensor-cores" : "cuda-cores";
     out["moe_kernel"] = std::getenv("SEEKSERVE_CUDA_MOE_GEMV") ? "cuda-cores" : "tensor-cores";
     out["fp8_expert_gemms"] = std::getenv("SEEKSERVE_CUDA_FP8_EXPERT_KERNELS") == nullptr;
@@ -322,6 +323,7 @@ CommandMain add_bench_command(CLI::App& app) {
   cmd->add_flag("--json", f->json, "print one JSON object");
   cmd->add_option("--kernel", f->kernel, "time one kernel alone (mla-decode: MLA decode attention at the config's widths, --batch x --context)");
   cmd->add_option("--context", f->context, "--kernel mla-decode: cached positions per sequence");
+  cmd->add_option("--heads", f->heads, "--kernel mla-decode: query heads on one GPU (16: V3's 128 under 8-way tensor parallelism; default the config's)");
   return [cmd, f]() -> int { return cmd->parsed() ? run_bench(*f) : -1; };
 }
 

@@ -82,8 +82,14 @@ inline int64_t mla_partial_floats(int64_t n_tokens, int64_t n_heads, int64_t n_s
 // The kernel: tensor cores (mma.sync with the 16 heads of a group as M), or CUDA cores (8 warps
 // of 2 heads, float dot products; SEEKSERVE_CUDA_MLA_SIMT=1 picks it). H200, V3 shapes, batch 64 x
 // 8,192 positions: 3.61 vs 10.89 ms (2026-11-30).
-enum class MlaKernel { kCudaCores, kTensorCores };
+enum class MlaKernel { kCudaCores, kTensorCores, kTensorCoresHeads16 };
 MlaKernel default_mla_kernel();
+inline const char* mla_kernel_name(MlaKernel k) {
+  return k == MlaKernel::kCudaCores ? "cuda-cores" : k == MlaKernel::kTensorCores ? "tensor-cores" : "tensor-cores-16-heads";
+}
+// Heads a block of the tensor-core kernel takes (16, 32 or 64) and that kernel (mla_decode_mma.cu).
+int64_t mla_heads_per_block(int64_t n_heads);
+void mla_attention_tensor_cores(const MlaAttentionParams& p, cudaStream_t stream);
 void mla_attention(const MlaAttentionParams& p, cudaStream_t stream, MlaKernel kernel = default_mla_kernel());
 
 // MLA prefill through GEMMs (a chunk of one sequence, absorbed form):

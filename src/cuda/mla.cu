@@ -483,14 +483,29 @@ bool mla_attention_supported(int64_t kv_rank, int64_t rope_dim) {
 }
 
 int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {
-  const int64_t blocks = n_tokens * ((n_heads + kMlaHeads - 1) / kMlaHeads);
-  int64_t splits = (264 + blocks - 1) / blocks;
-  splits = std::min(splits, max_positions / 64);
-  return std::max<int64_t>(splits, 1);
+  // Blocks of the tensor-core kernel (one resident a multiprocessor: ~190 KB of shared memory at
+  // V3's widths): the fewest slices that fill the 132 multiprocessors' last wave to >= 90%,
+  // slices of at least 128 positions.
+  const int64_t base = n_tokens * ((n_heads + mla_heads_per_block(n_heads) - 1) / mla_heads_per_block(n_heads));
+  const int64_t most = std::max<int64_t>(1, max_positions / 128);
+  int64_t best = 1;
+  double best_fill = 0.0;
+  for (int64_t s = 1; s <= most; ++s) {
+    const int64_t blocks = base * s, waves = (blocks + 131) / 132;
+    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * 132);
+    if (fill > best_fill + 1e-9) {
+      best = s;
+      best_fill = fill;
+    }
+    if (fill >= 0.9) break;
+  }
+  return best;
 }
 
 MlaKernel default_mla_kernel() {
-  static const MlaKernel kernel = std::getenv("SEEKSERVE_CUDA_MLA_SIMT") ? MlaKernel::kCudaCores : MlaKernel::kTensorCores;
+  static const MlaKernel kernel = std::getenv("SEEKSERVE_CUDA_MLA_SIMT")    ? MlaKernel::kCudaCores
+                                  : std::getenv("SEEKSERVE_CUDA_MLA_HEADS16") ? MlaKernel::kTensorCoresHeads16
+                                                                               : MlaKernel::kTensorCores;
   return kernel;
 }
 
@@ -498,6 +513,8 @@ void mla_attention(const MlaAttentionParams& p, cudaStream_t stream, MlaKernel k
   if (p.n_tokens == 0) return;
   if (!mla_attention_supported(p.kv_rank, p.rope_dim)) fail("mla_attention: unsupported latent width", cudaErrorInvalidValue, __FILE__, __LINE__);
   if (kernel == MlaKernel::kTensorCores) {
+    mla_attention_tensor_cores(p, stream);
+  } else if (kernel == MlaKernel::kTensorCoresHeads16) {
     const size_t shared = mla_mma_shared_bytes(static_cast<int>(p.kv_rank + p.rope_dim));
     static size_t opted_in = 48 * 1024;
     if (shared > opted_in) {

@@ -1,0 +1,344 @@
+// MLA decode attention on tensor cores (declared in deepseek_kernels.h, dispatched by
+// mla_attention in mla.cu): for one token, attention over the latent cache is attention with
+// H query rows (the heads) against one shared key/value sequence — keys [c_kv | k_pe] (W = R + P
+// wide), values c_kv (the first R columns of the same rows). With V3's 128 heads that is
+// compute-bound (2 x 128 x (576 + 512) FLOP per cached position against 1,152 bytes), so a block
+// takes up to 64 heads of a token: every cache tile read once from memory feeds 64 rows of mma.
+//
+// Block = (token, slice of its positions, group of kHeads heads); warps laid out kRowGroups x
+// kColGroups. Per tile of kKeys positions (cp.async, kStages tiles in flight):
+//   scores   S[16 heads, kWarpKeys keys] = Q K^T   warp (rg, cg): heads 16 rg.., keys cg kWarpKeys..
+//   softmax  row maxima exchanged between the kColGroups warps of a row group through shared
+//            memory; probabilities (bf16) to shared memory
+//   output   O[16 heads, R / kColGroups columns] += P V   warp (rg, cg): every key of the tile,
+//            8-column tiles 2 (cg + kColGroups i) and the one after
+// Fragments come through ldmatrix (V transposed on the way); shared rows are padded by 16 bytes
+// so the 8 rows of each 8x8 matrix fall in distinct banks. Q in bf16 (q_latent as stored, q_pe
+// rotated in float then rounded), P in bf16, sums in float32.
+#include <cfloat>
+
+#include "cuda/deepseek_kernels.h"
+#include "cuda/kernel_support.cuh"
+#include "cuda/mma_support.cuh"
+
+namespace seekserve::cuda {
+
+using namespace detail;
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kMaxLatentColumns = 512;  // R <= 512 (mla_attention_supported)
+
+template <int kRowGroups_, int kColGroups_, int kKeys_, int kStages_>
+struct MlaTiling {
+  static constexpr int kRowGroups = kRowGroups_;  // warps along the heads, 16 heads each
+  static constexpr int kColGroups = kColGroups_;  // warps sharing those heads: keys of S, columns of O
+  static constexpr int kKeys = kKeys_;            // cache positions a tile
+  static constexpr int kStages = kStages_;        // tiles in shared memory (kStages - 1 in flight)
+  static constexpr int kHeads = 16 * kRowGroups, kWarps = kRowGroups * kColGroups, kThreads = 32 * kWarps;
+  static constexpr int kWarpKeys = kKeys / kColGroups;               // keys of a warp's scores
+  static constexpr int kScoreTiles = kWarpKeys / 8;                  // their 8-key mma tiles
+  static constexpr int kPairs = kMaxLatentColumns / 16 / kColGroups;  // pairs of 8-column output tiles a warp holds
+  static constexpr int kProbStride = kKeys + 8;                      // bf16 a row of P
+  static_assert(kWarpKeys % 8 == 0 && kKeys % 16 == 0 && kKeys % kWarps == 0 && kStages >= 2);
+};
+
+// bf16 elements a shared Q/K row: W rounded up to whole k-steps of 16, plus 16 bytes of padding
+// (an odd number of 16-byte units a row).
+__host__ __device__ inline int mla_tile_stride(int W) { return (W + 15) / 16 * 16 + 8; }
+
+template <class T>
+size_t mla_tile_shared_bytes(int W) {
+  return static_cast<size_t>((T::kHeads + T::kStages * T::kKeys) * mla_tile_stride(W) + T::kHeads * T::kProbStride) * sizeof(bf16) +
+         static_cast<size_t>(2 * T::kColGroups * T::kHeads) * sizeof(float);
+}
+
+// kR, kP: the latent and rotary widths fixed at compile time (V2/V3's 512 and 64: every address
+// and bound folds into immediates), or 0 to read them from the parameters.
+template <class T, int kR, int kP>
+__global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAttentionParams p) {
+  dependency_wait();
+  extern __shared__ __align__(16) unsigned char mla_tile_smem[];
+  const int R = kR > 0 ? kR : static_cast<int>(p.kv_rank), P = kP > 0 ? kP : static_cast<int>(p.rope_dim), W = R + P;
+  const int H = static_cast<int>(p.n_heads);
+  const int Wp = (W + 15) / 16 * 16, stride = mla_tile_stride(W);
+  bf16* qs = reinterpret_cast<bf16*>(mla_tile_smem);  // [kHeads][stride]
+  bf16* ks = qs + T::kHeads * stride;                  // [kStages][kKeys][stride]
+  bf16* ps = ks + T::kStages * T::kKeys * stride;      // [kHeads][kProbStride]
+  float* red_max = reinterpret_cast<float*>(ps + T::kHeads * T::kProbStride);  // [kColGroups][kHeads]
+  float* red_sum = red_max + T::kColGroups * T::kHeads;                        // [kColGroups][kHeads]
+
+  // Head groups vary fastest, so the blocks reading the same slice of a sequence run together
+  // (the second read of each tile comes from L2).
+  const int groups = (H + T::kHeads - 1) / T::kHeads, splits = static_cast<int>(p.n_splits);
+  const int group = static_cast<int>(blockIdx.x % groups);
+  const int split = static_cast<int>(blockIdx.x / groups % splits);
+  const int64_t t = blockIdx.x / groups / splits;
+  const int h0 = group * T::kHeads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+  const int rg = warp / T::kColGroups, cg = warp % T::kColGroups;
+  const int pos = p.positions[t], visible = pos + 1;
+  const int tiles = (visible + T::kKeys - 1) / T::kKeys;
+  const int per_split = (tiles + splits - 1) / splits;
+  const int tile_begin = split * per_split, tile_end = min(tiles, tile_begin + per_split);
+
+  auto partial_slot = [&](int row) { return p.partial + ((t * H + h0 + row) * splits + split) * (R + 2); };
+  if (tile_begin >= tile_end) {  // an empty slice (short context): nothing to merge from here
+    for (int row = threadIdx.x; row < T::kHeads; row += T::kThreads)
+      if (h0 + row < H) {
+        partial_slot(row)[R] = -INFINITY;
+        partial_slot(row)[R + 1] = 0.0f;
+      }
+    return;
+  }
+
+  // Tile copies: kKeys rows of W / 8 16-byte pieces ([c_kv | k_pe]); warp w copies rows w,
+  // w + kWarps, ..., lane l its pieces l, l + 32, l + 64. Rows past the token's position are
+  // zero-filled (their scores are masked).
+  const int32_t* table = p.block_tables + static_cast<int64_t>(p.token_seq[t]) * p.table_stride;
+  const int block_size = static_cast<int>(p.block_size), pieces = W / 8, r_pieces = R / 8;
+  constexpr int kRowsPerWarp = T::kKeys / T::kWarps, kPiecesPerLane = (576 / 8 + 31) / 32;
+  auto issue = [&](int tile, int stage) {
+    if (tile < tile_end) {
+      bf16* dst = ks + stage * T::kKeys * stride;
+      // Lane i < kRowsPerWarp looks up the cache row of the warp's row i (-1 past the position);
+      // the others read it by shuffles.
+      int my_row = -1;
+      const int my_s = tile * T::kKeys + warp + T::kWarps * lane;
+      if (lane < kRowsPerWarp && my_s < visible) my_row = table[my_s / block_size] * block_size + my_s % block_size;
+      int64_t rows[kRowsPerWarp];
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i) rows[i] = __shfl_sync(0xffffffffu, my_row, i);
+#pragma unroll
+      for (int i = 0; i < kRowsPerWarp; ++i) {
+        const int64_t row = rows[i] < 0 ? 0 : rows[i];
+        bf16* dst_row = dst + (warp + T::kWarps * i) * stride;
+#pragma unroll
+        for (int j = 0; j < kPiecesPerLane; ++j) {
+          const int c = lane + 32 * j;
+          if (c < pieces)
+            cp_async_16(dst_row + 8 * c, c < r_pieces ? p.c_kv_pool + row * R + 8 * c : p.k_pe_pool + row * P + 8 * (c - r_pieces),
+                        rows[i] < 0 ? 0 : 16);
+        }
+      }
+    }
+    cp_async_commit();  // an empty group past the slice keeps the wait counts uniform
+  };
+#pragma unroll
+  for (int s = 0; s < T::kStages - 1; ++s) issue(tile_begin + s, s);
+
+  // Queries (heads past H zero); zero columns W..Wp of Q and of every key row (never copied).
+  for (int idx = threadIdx.x; idx < T::kHeads * (R / 8); idx += T::kThreads) {
+    const int hh = idx / (R / 8), c = idx % (R / 8), h = h0 + hh;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (h < H) v = reinterpret_cast<const uint4*>(p.q_latent + (t * H + h) * R)[c];
+    *reinterpret_cast<uint4*>(qs + hh * stride + 8 * c) = v;
+  }
+  const float* cos = p.cos + static_cast<int64_t>(pos) * (P / 2);
+  const float* sin = p.sin + static_cast<int64_t>(pos) * (P / 2);
+  for (int idx = threadIdx.x; idx < T::kHeads * (P / 2); idx += T::kThreads) {
+    const int hh = idx / (P / 2), j = idx % (P / 2), h = h0 + hh;
+    float2 r = make_float2(0.0f, 0.0f);
+    if (h < H) {  // RoPE on interleaved pairs at the token's position
+      const float* qp = p.q + t * p.q_stride + h * p.q_head_stride + p.q_pe_offset;
+      const float a = qp[2 * j], b = qp[2 * j + 1];
+      r = make_float2(a * cos[j] - b * sin[j], b * cos[j] + a * sin[j]);
+    }
+    *reinterpret_cast<uint32_t*>(qs + hh * stride + R + 2 * j) = pack_bf16(r.x, r.y);
+  }
+  if constexpr (kR == 0) {  // the fixed widths (576) need no padding
+    const int pad = Wp - W;
+    if (pad > 0)
+      for (int idx = threadIdx.x; idx < (T::kHeads + T::kStages * T::kKeys) * pad; idx += T::kThreads)
+        qs[idx / pad * stride + W + idx % pad] = __float2bfloat16_rn(0.0f);  // qs rows, then ks rows
+  }
+
+  const float scale = p.scale * kLog2e;  // scores in the log2 domain
+  const int col_tiles = R / 8;
+  const int row_lo = 16 * rg + gid;  // this thread's rows of its row group: row_lo, row_lo + 8
+  float o[T::kPairs][2][4] = {};
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};  // l: this thread's keys only
+  const bf16* q_frag = qs + (16 * rg + lane % 8 + 8 * ((lane / 8) % 2)) * stride + 8 * (lane / 16);
+  const bf16* p_frag = ps + (16 * rg + lane % 8 + 8 * ((lane / 8) % 2)) * T::kProbStride + 8 * (lane / 16);
+  for (int tile = tile_begin, it = 0; tile < tile_end; ++tile, ++it) {
+    cp_async_wait<T::kStages - 2>();
+    __syncthreads();  // this tile landed for every thread; the stage refilled next was consumed
+    issue(tile + T::kStages - 1, (it + T::kStages - 1) % T::kStages);
+    const bf16* kt = ks + (it % T::kStages) * T::kKeys * stride;
+
+    // Scores: sc[j][0..1] row_lo, sc[j][2..3] row_lo + 8; keys key0 + 8 j + 2 tig (+1). Even
+    // and odd k-steps into separate accumulators (two mma chains in flight), summed after.
+    float sc[T::kScoreTiles][4] = {}, sc_odd[T::kScoreTiles][4] = {};
+    const bf16* k_frag = kt + (cg * T::kWarpKeys + 8 * (lane / 16) + lane % 8) * stride + 8 * ((lane / 8) % 2);
+    auto score_step = [&](float (&acc)[T::kScoreTiles][4], int k0) {
+      uint32_t a[4];
+      ldmatrix_x4(a, q_frag + k0);
+#pragma unroll
+      for (int j = 0; j + 1 < T::kScoreTiles; j += 2) {  // two 8-key tiles a load
+        uint32_t b[4];
+        ldmatrix_x4(b, k_frag + 16 * j * stride + k0);
+        mma_bf16(acc[j], a, b[0], b[1]);
+        mma_bf16(acc[j + 1], a, b[2], b[3]);
+      }
+      if constexpr (T::kScoreTiles % 2 == 1) {
+        uint32_t b0, b1;
+        ldmatrix_x2(b0, b1, k_frag + 8 * (T::kScoreTiles - 1) * stride + k0);  // lanes 0-15's addresses
+        mma_bf16(acc[T::kScoreTiles - 1], a, b0, b1);
+      }
+    };
+    int k0 = 0;
+#pragma unroll 2
+    for (; k0 + 32 <= Wp; k0 += 32) {
+      score_step(sc, k0);
+      score_step(sc_odd, k0 + 16);
+    }
+    if (k0 < Wp) score_step(sc, k0);
+#pragma unroll
+    for (int j = 0; j < T::kScoreTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sc[j][e] += sc_odd[j][e];
+    const int key0 = tile * T::kKeys + cg * T::kWarpKeys + 2 * tig;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < T::kScoreTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sc[j][e] = key0 + 8 * j + e % 2 < visible ? sc[j][e] * scale : -INFINITY;
+        mx[e / 2] = fmaxf(mx[e / 2], sc[j][e]);
+      }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 1));
+      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 2));
+      if (tig == 0) red_max[cg * T::kHeads + row_lo + 8 * half] = mx[half];
+    }
+    __syncthreads();  // every warp's maxima of this tile
+    float alpha[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float m_tile = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < T::kColGroups; ++c) m_tile = fmaxf(m_tile, red_max[c * T::kHeads + row_lo + 8 * half]);
+      const float m_new = fmaxf(m_run[half], m_tile);  // finite: a tile's first key is visible
+      alpha[half] = exp2f(m_run[half] - m_new);
+      m_run[half] = m_new;
+      l_run[half] *= alpha[half];
+    }
+#pragma unroll
+    for (int j = 0; j < T::kScoreTiles; ++j)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float p0 = exp2f(sc[j][2 * half] - m_run[half]), p1 = exp2f(sc[j][2 * half + 1] - m_run[half]);
+        l_run[half] += p0 + p1;
+        *reinterpret_cast<uint32_t*>(ps + (row_lo + 8 * half) * T::kProbStride + cg * T::kWarpKeys + 8 * j + 2 * tig) = pack_bf16(p0, p1);
+      }
+    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f))  // once the maxima settle, rarely
+#pragma unroll
+      for (int i = 0; i < T::kPairs; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          o[i][j][0] *= alpha[0];
+          o[i][j][1] *= alpha[0];
+          o[i][j][2] *= alpha[1];
+          o[i][j][3] *= alpha[1];
+        }
+    __syncthreads();  // P of the whole tile
+
+    // O += P V: value fragments of column tiles nt, nt + 1 from one transposed load (matrix
+    // m = lane / 8: keys + 8 (m % 2), columns + 8 (m / 2)). With an odd number of column tiles
+    // the last load reads k_pe columns for the partner and that mma is skipped.
+#pragma unroll
+    for (int k = 0; k < T::kKeys / 16; ++k) {
+      uint32_t a[4];
+      ldmatrix_x4(a, p_frag + 16 * k);
+      const bf16* v_frag = kt + (16 * k + 8 * ((lane / 8) % 2) + lane % 8) * stride + 8 * (lane / 16);
+#pragma unroll
+      for (int i = 0; i < T::kPairs; ++i) {
+        const int nt = 2 * (cg + T::kColGroups * i);
+        if (nt < col_tiles) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, v_frag + 8 * nt);
+          mma_bf16(o[i][0], a, b[0], b[1]);
+          if (nt + 1 < col_tiles) mma_bf16(o[i][1], a, b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // Row sums: this thread's keys, then the quad's, then the row group's warps'.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    l_run[half] += __shfl_xor_sync(0xffffffffu, l_run[half], 1);
+    l_run[half] += __shfl_xor_sync(0xffffffffu, l_run[half], 2);
+    if (tig == 0) red_sum[cg * T::kHeads + row_lo + 8 * half] = l_run[half];
+  }
+  __syncthreads();
+  float l[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+#pragma unroll
+    for (int c = 0; c < T::kColGroups; ++c) l[half] += red_sum[c * T::kHeads + row_lo + 8 * half];
+
+  // The normalized output, or this slice's unnormalized sums and (max, sum) for the merge.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = row_lo + 8 * half, h = h0 + row;
+    if (h >= H) continue;
+    const float inv = 1.0f / l[half];
+#pragma unroll
+    for (int i = 0; i < T::kPairs; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int nt = 2 * (cg + T::kColGroups * i) + j;
+        if (nt >= col_tiles) continue;
+        const int col = 8 * nt + 2 * tig;
+        const float v0 = o[i][j][2 * half], v1 = o[i][j][2 * half + 1];
+        if (splits == 1) *reinterpret_cast<uint32_t*>(p.out + (t * H + h) * R + col) = pack_bf16(v0 * inv, v1 * inv);
+        else *reinterpret_cast<float2*>(partial_slot(row) + col) = make_float2(v0, v1);
+      }
+    if (splits > 1 && cg == 0 && tig == 0) {
+      partial_slot(row)[R] = m_run[half];
+      partial_slot(row)[R + 1] = l[half];
+    }
+  }
+}
+
+// Heads per block: 64 with many heads (V3/R1's 128: two blocks a token); fewer when there are
+// fewer, so small head counts (a tensor-parallel slice, V2-Lite's 16) waste no mma rows.
+using MlaTiling64 = MlaTiling<4, 2, 32, 3>;  // 193 KB of shared memory at W = 576
+using MlaTiling32 = MlaTiling<2, 4, 64, 2>;
+using MlaTiling16 = MlaTiling<1, 8, 64, 2>;
+
+template <class T, int kR, int kP>
+void launch_mla_decode_mma(const MlaAttentionParams& p, cudaStream_t stream) {
+  const size_t shared = mla_tile_shared_bytes<T>(static_cast<int>(p.kv_rank + p.rope_dim));
+  static size_t opted_in = 48 * 1024;
+  if (shared > opted_in) {
+    SS_CUDA_CHECK(cudaFuncSetAttribute(mla_decode_mma_kernel<T, kR, kP>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+    opted_in = shared;
+  }
+  const int64_t groups = (p.n_heads + T::kHeads - 1) / T::kHeads;
+  launch_with_shared(mla_decode_mma_kernel<T, kR, kP>, static_cast<unsigned>(p.n_tokens * p.n_splits * groups), T::kThreads, shared, stream, p);
+  SS_CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void launch_mla_decode_mma(const MlaAttentionParams& p, cudaStream_t stream) {
+  if (p.kv_rank == 512 && p.rope_dim == 64) launch_mla_decode_mma<T, 512, 64>(p, stream);  // DeepSeek V2, V2-Lite, V3, R1
+  else launch_mla_decode_mma<T, 0, 0>(p, stream);
+}
+
+}  // namespace
+
+int64_t mla_heads_per_block(int64_t n_heads) { return n_heads > 32 ? 64 : n_heads > 16 ? 32 : 16; }
+
+void mla_attention_tensor_cores(const MlaAttentionParams& p, cudaStream_t stream) {
+  switch (mla_heads_per_block(p.n_heads)) {
+    case 64: return launch_mla_decode_mma<MlaTiling64>(p, stream);
+    case 32: return launch_mla_decode_mma<MlaTiling32>(p, stream);
+    default: return launch_mla_decode_mma<MlaTiling16>(p, stream);
+  }
+}
+
+}  // namespace seekserve::cuda
