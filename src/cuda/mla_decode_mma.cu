@@ -16,6 +16,7 @@
 // so the 8 rows of each 8x8 matrix fall in distinct banks. Q in bf16 (q_latent as stored, q_pe
 // rotated in float then rounded), P in bf16, sums in float32.
 #include <cfloat>
+#include <cstdlib>
 
 #include "cuda/deepseek_kernels.h"
 #include "cuda/kernel_support.cuh"
@@ -99,14 +100,22 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
   const int32_t* table = p.block_tables + static_cast<int64_t>(p.token_seq[t]) * p.table_stride;
   const int block_size = static_cast<int>(p.block_size), pieces = W / 8, r_pieces = R / 8;
   constexpr int kRowsPerWarp = T::kKeys / T::kWarps, kPiecesPerLane = (576 / 8 + 31) / 32;
-  auto issue = [&](int tile, int stage) {
+  // Lane i < kRowsPerWarp looks up the cache block and offset of the warp's row i of a tile
+  // (block -1 past the position or the slice); the copy reads them by shuffles. The loop reads
+  // the next tile's table entries one iteration ahead (the raw entry, not yet used), so the
+  // table read's latency hides behind the mma work.
+  struct RowRef {
+    int block, offset;
+  };
+  auto lookup = [&](int tile) {
+    const int s = tile * T::kKeys + warp + T::kWarps * lane;
+    const bool valid = tile < tile_end && lane < kRowsPerWarp && s < visible;
+    return RowRef{valid ? table[s / block_size] : -1, valid ? s % block_size : 0};
+  };
+  auto issue = [&](int tile, int stage, RowRef ref) {
     if (tile < tile_end) {
       bf16* dst = ks + stage * T::kKeys * stride;
-      // Lane i < kRowsPerWarp looks up the cache row of the warp's row i (-1 past the position);
-      // the others read it by shuffles.
-      int my_row = -1;
-      const int my_s = tile * T::kKeys + warp + T::kWarps * lane;
-      if (lane < kRowsPerWarp && my_s < visible) my_row = table[my_s / block_size] * block_size + my_s % block_size;
+      const int my_row = ref.block < 0 ? -1 : ref.block * block_size + ref.offset;
       int64_t rows[kRowsPerWarp];
 #pragma unroll
       for (int i = 0; i < kRowsPerWarp; ++i) rows[i] = __shfl_sync(0xffffffffu, my_row, i);
@@ -126,7 +135,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
     cp_async_commit();  // an empty group past the slice keeps the wait counts uniform
   };
 #pragma unroll
-  for (int s = 0; s < T::kStages - 1; ++s) issue(tile_begin + s, s);
+  for (int s = 0; s < T::kStages - 1; ++s) issue(tile_begin + s, s, lookup(tile_begin + s));
+  RowRef next_rows = lookup(tile_begin + T::kStages - 1);
 
   // Queries (heads past H zero); zero columns W..Wp of Q and of every key row (never copied).
   for (int idx = threadIdx.x; idx < T::kHeads * (R / 8); idx += T::kThreads) {
@@ -164,7 +174,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
   for (int tile = tile_begin, it = 0; tile < tile_end; ++tile, ++it) {
     cp_async_wait<T::kStages - 2>();
     __syncthreads();  // this tile landed for every thread; the stage refilled next was consumed
-    issue(tile + T::kStages - 1, (it + T::kStages - 1) % T::kStages);
+    issue(tile + T::kStages - 1, (it + T::kStages - 1) % T::kStages, next_rows);
+    next_rows = lookup(tile + T::kStages);
     const bf16* kt = ks + (it % T::kStages) * T::kKeys * stride;
 
     // Scores: sc[j][0..1] row_lo, sc[j][2..3] row_lo + 8; keys key0 + 8 j + 2 tig (+1). Even
@@ -337,7 +348,12 @@ void mla_attention_tensor_cores(const MlaAttentionParams& p, cudaStream_t stream
   switch (mla_heads_per_block(p.n_heads)) {
     case 64: return launch_mla_decode_mma<MlaTiling64>(p, stream);
     case 32: return launch_mla_decode_mma<MlaTiling32>(p, stream);
-    default: return launch_mla_decode_mma<MlaTiling16>(p, stream);
+    default: {
+      static const char* alt = std::getenv("SEEKSERVE_CUDA_MLA_TILE16");  // temporary: side-by-side runs
+      if (alt && alt[0] == 'a') return launch_mla_decode_mma<MlaTiling<1, 4, 32, 4>>(p, stream);
+      if (alt && alt[0] == 'b') return launch_mla_decode_mma<MlaTiling<1, 4, 32, 5>>(p, stream);
+      return launch_mla_decode_mma<MlaTiling16>(p, stream);
+    }
   }
 }
 
