@@ -108,14 +108,13 @@ if want ab; then
   done
 fi
 if want mla; then
-  # The MLA decode kernels side by side (tensor cores, 16/32/64 heads a block; the former 16-head
-  # tensor-core kernel, SEEKSERVE_CUDA_MLA_HEADS16=1; CUDA cores, SEEKSERVE_CUDA_MLA_SIMT=1).
+  # The MLA decode kernels side by side: tensor cores (16/32/64 heads a block) and CUDA cores
+  # (SEEKSERVE_CUDA_MLA_SIMT=1), alternating.
   echo "== MLA decode kernels, V3 widths"
   for args in "--heads 128 --batch 64" "--heads 16 --batch 64" "--heads 128 --batch 1" "--heads 16 --batch 128"; do
     for i in 1 2; do
       mla_bench $args
-      SEEKSERVE_CUDA_MLA_HEADS16=1 mla_bench $args
-      [ $i = 1 ] && SEEKSERVE_CUDA_MLA_SIMT=1 mla_bench $args
+      SEEKSERVE_CUDA_MLA_SIMT=1 mla_bench $args
     done
   done
 fi

@@ -284,8 +284,8 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
       auto d_q = upload(q);
       auto d_pos = upload(positions);
       auto d_seq = upload(seq);
-      for (const MlaKernel kernel : {MlaKernel::kCudaCores, MlaKernel::kTensorCores, MlaKernel::kTensorCoresHeads16}) {
-        SCOPED_TRACE(kernel == MlaKernel::kTensorCores ? "tensor cores" : kernel == MlaKernel::kCudaCores ? "CUDA cores" : "tensor cores, 16 heads");
+      for (const MlaKernel kernel : {MlaKernel::kCudaCores, MlaKernel::kTensorCores}) {
+        SCOPED_TRACE(mla_kernel_name(kernel));
         auto d_out = upload(std::vector<bf16>(want.size()), 8, to_bf16_host({kSentinel})[0]);
         DeviceBuffer<float> d_partial;
         ASSERT_TRUE(d_partial.reserve(static_cast<size_t>(mla_partial_floats(n, H, splits, R))).ok());

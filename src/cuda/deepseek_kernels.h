@@ -79,13 +79,13 @@ int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions);
 inline int64_t mla_partial_floats(int64_t n_tokens, int64_t n_heads, int64_t n_splits, int64_t kv_rank) {
   return n_tokens * n_heads * n_splits * (kv_rank + 2);
 }
-// The kernel: tensor cores (mma.sync with the 16 heads of a group as M), or CUDA cores (8 warps
-// of 2 heads, float dot products; SEEKSERVE_CUDA_MLA_SIMT=1 picks it). H200, V3 shapes, batch 64 x
-// 8,192 positions: 3.61 vs 10.89 ms (2026-11-30).
-enum class MlaKernel { kCudaCores, kTensorCores, kTensorCoresHeads16 };
+// The kernel: tensor cores (mma.sync, up to 64 heads of a token a block; mla_decode_mma.cu), or
+// CUDA cores (8 warps of 2 heads, float dot products; SEEKSERVE_CUDA_MLA_SIMT=1 picks it). H200,
+// V3 widths, batch 64 x 8,192 positions, 128 heads: 0.78 vs 10.9 ms (2026-11-30, docs/PERF.md).
+enum class MlaKernel { kCudaCores, kTensorCores };
 MlaKernel default_mla_kernel();
 inline const char* mla_kernel_name(MlaKernel k) {
-  return k == MlaKernel::kCudaCores ? "cuda-cores" : k == MlaKernel::kTensorCores ? "tensor-cores" : "tensor-cores-16-heads";
+  return k == MlaKernel::kCudaCores ? "cuda-cores" : "tensor-cores";
 }
 // Heads a block of the tensor-core kernel takes (16, 32 or 64) and that kernel (mla_decode_mma.cu).
 int64_t mla_heads_per_block(int64_t n_heads);

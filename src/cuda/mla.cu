@@ -7,7 +7,6 @@
 
 #include "cuda/deepseek_kernels.h"
 #include "cuda/kernel_support.cuh"
-#include "cuda/mma_support.cuh"
 
 namespace seekserve::cuda {
 
@@ -211,220 +210,6 @@ __global__ void __launch_bounds__(kMlaThreads) mla_attention_kernel(MlaAttention
   write(hb, o_b, m_b, l_b);
 }
 
-// ---- attention on tensor cores ----
-// The same blocks (token, slice of its positions) x (group of 16 heads), 4 warps, for mma.sync
-// m16n8k16 with the 16 heads as its M. Per tile of 32 keys staged in shared memory ([c_kv | k_pe]
-// rows, zero-padded to a multiple of 16 columns): scores S[16 heads, 32 keys] = Q K^T (warp w:
-// keys 8 w .. 8 w + 7 over every column); online softmax per head (8 threads a head);
-// probabilities P (bf16) times the tile's c_kv rows into O[16, R] (warp w: column tiles 2 w,
-// 2 w + 1, 2 w + 8, ...). Q in bf16 (q_latent as stored, q_pe rotated in float then rounded), P in
-// bf16, sums in float32 (FlashAttention's precision). The Q, K and V fragments come through
-// ldmatrix (V transposed on the way); row strides are padded by 16 bytes so the 8 rows of each
-// 8x8 matrix fall in distinct banks.
-constexpr int kMlaMmaThreads = 128, kMlaMmaWarps = 4, kMlaMmaMaxColTiles = 16;  // R <= 4 x 16 x 8 = 512
-constexpr int kMlaProbStride = 40;                                             // bf16 a row of P (32 keys + pad)
-constexpr int kMlaScoreStride = 33;                                            // floats a row of S
-
-__host__ __device__ inline int mla_mma_width(int W) { return (W + 15) / 16 * 16; }
-__host__ __device__ inline int mla_mma_stride(int W) { return mla_mma_width(W) + 8; }
-inline size_t mla_mma_shared_bytes(int W) {
-  return static_cast<size_t>((kMlaHeads + kMlaTile) * mla_mma_stride(W) + kMlaHeads * kMlaProbStride) * sizeof(bf16) +
-         static_cast<size_t>(kMlaHeads * kMlaScoreStride + 3 * kMlaHeads) * sizeof(float);
-}
-
-__device__ __forceinline__ uint32_t shared_pair(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
-// Column tile (8 latent columns) of the output that accumulator i of `warp` holds: warps take
-// adjacent pairs (2 warp, 2 warp + 1, then + 8 ...), so one transposed ldmatrix gives the value
-// fragments of both.
-__device__ __forceinline__ int mla_col_tile(int warp, int i) { return 2 * kMlaMmaWarps * (i / 2) + 2 * warp + i % 2; }
-
-__global__ void __launch_bounds__(kMlaMmaThreads) mla_attention_mma_kernel(MlaAttentionParams p) {
-  dependency_wait();
-  extern __shared__ __align__(16) unsigned char mla_mma_smem[];
-  const int R = static_cast<int>(p.kv_rank), P = static_cast<int>(p.rope_dim), W = R + P, H = static_cast<int>(p.n_heads);
-  const int Wp = mla_mma_width(W), stride = mla_mma_stride(W);
-  bf16* qs = reinterpret_cast<bf16*>(mla_mma_smem);  // [16][stride]
-  bf16* ks = qs + kMlaHeads * stride;                 // [32][stride]
-  bf16* ps = ks + kMlaTile * stride;                  // [16][kMlaProbStride]
-  float* ss = reinterpret_cast<float*>(ps + kMlaHeads * kMlaProbStride);  // [16][kMlaScoreStride]
-  float* row_m = ss + kMlaHeads * kMlaScoreStride;
-  float* row_l = row_m + kMlaHeads;
-  float* row_alpha = row_l + kMlaHeads;
-  const int splits = static_cast<int>(p.n_splits);
-  const int64_t t = blockIdx.x / splits;
-  const int split = static_cast<int>(blockIdx.x % splits);
-  const int h0 = static_cast<int>(blockIdx.y) * kMlaHeads;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
-  const int pos = p.positions[t];
-  const int32_t* table = p.block_tables + static_cast<int64_t>(p.token_seq[t]) * p.table_stride;
-  const int block_size = static_cast<int>(p.block_size);
-
-  // Queries (heads past H and columns past W zero), the keys' padding columns, the row state.
-  for (int idx = threadIdx.x; idx < kMlaHeads * (R / 8); idx += kMlaMmaThreads) {
-    const int hh = idx / (R / 8), c = idx % (R / 8), h = h0 + hh;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (h < H) v = reinterpret_cast<const uint4*>(p.q_latent + (t * H + h) * R)[c];
-    *reinterpret_cast<uint4*>(qs + hh * stride + 8 * c) = v;
-  }
-  for (int idx = threadIdx.x; idx < kMlaHeads * (P / 2); idx += kMlaMmaThreads) {
-    const int hh = idx / (P / 2), j = idx % (P / 2);
-    const float2 r = rotated_q_pe(p, t, h0 + hh, j, pos);
-    qs[hh * stride + R + 2 * j] = __float2bfloat16_rn(r.x);
-    qs[hh * stride + R + 2 * j + 1] = __float2bfloat16_rn(r.y);
-  }
-  for (int idx = threadIdx.x; idx < (kMlaHeads + kMlaTile) * (Wp - W); idx += kMlaMmaThreads) {
-    const int r = idx / (Wp - W), c = W + idx % (Wp - W);  // rows 0..15 of qs, then the 32 of ks
-    (r < kMlaHeads ? qs + r * stride : ks + (r - kMlaHeads) * stride)[c] = __float2bfloat16_rn(0.0f);
-  }
-  if (threadIdx.x < kMlaHeads) {
-    row_m[threadIdx.x] = -INFINITY;
-    row_l[threadIdx.x] = 0.0f;
-  }
-
-  const int visible = pos + 1;
-  const int tiles = (visible + kMlaTile - 1) / kMlaTile;
-  const int per_split = (tiles + splits - 1) / splits;
-  const int tile_begin = split * per_split, tile_end = min(tiles, tile_begin + per_split);
-  const float scale = p.scale * kLog2e;  // scores in the log2 domain
-  const int col_tiles = R / 8;
-  float o[kMlaMmaMaxColTiles][4] = {};
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    __syncthreads();  // queries staged / the previous tile consumed
-    {  // the tile's key rows: every 16-byte piece loaded before any is stored
-      constexpr int kMaxPieces = kMlaTile * (576 / 8) / kMlaMmaThreads;
-      const int pieces = W / 8, r_pieces = R / 8;
-      uint4 piece[kMaxPieces];
-#pragma unroll
-      for (int i = 0; i < kMaxPieces; ++i) {
-        const int idx = threadIdx.x + kMlaMmaThreads * i, r = idx / pieces, c = idx % pieces, s = tile * kMlaTile + r;
-        piece[i] = make_uint4(0, 0, 0, 0);
-        if (r < kMlaTile && s < visible) {
-          const int64_t row = static_cast<int64_t>(table[s / block_size]) * block_size + s % block_size;
-          piece[i] = c < r_pieces ? reinterpret_cast<const uint4*>(p.c_kv_pool + row * R)[c]
-                                  : reinterpret_cast<const uint4*>(p.k_pe_pool + row * P)[c - r_pieces];
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kMaxPieces; ++i) {
-        const int idx = threadIdx.x + kMlaMmaThreads * i, r = idx / pieces, c = idx % pieces;
-        if (r < kMlaTile) *reinterpret_cast<uint4*>(ks + r * stride + 8 * c) = piece[i];
-      }
-    }
-    __syncthreads();
-    // Scores of keys 8 warp .. 8 warp + 7: s[0..1] head gid, s[2..3] head gid + 8 (keys 2 tig, +1).
-    // Fragments through ldmatrix: the queries' A (x4: rows 0-7 / 8-15, columns k0 / k0 + 8) and
-    // the warp's 8 keys' B (x2: columns k0 / k0 + 8), one instruction each a k-step.
-    float sc[4] = {};
-    const bf16* q_frag = qs + (lane % 8 + 8 * ((lane / 8) % 2)) * stride + 8 * (lane / 16);
-    const bf16* k_frag = ks + (8 * warp + lane % 8) * stride + 8 * ((lane / 8) % 2);
-    for (int k0 = 0; k0 < Wp; k0 += 16) {
-      uint32_t a[4], b0, b1;
-      ldmatrix_x4(a, q_frag + k0);
-      ldmatrix_x2(b0, b1, k_frag + k0);
-      mma_bf16(sc, a, b0, b1);
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int key = 8 * warp + 2 * tig + i % 2;
-      ss[(gid + 8 * (i / 2)) * kMlaScoreStride + key] = tile * kMlaTile + key < visible ? sc[i] * scale : -INFINITY;
-    }
-    __syncthreads();
-    {  // online softmax: head threadIdx.x / 8, keys 4 (threadIdx.x % 8) .. + 3
-      const int row = threadIdx.x / 8, part = threadIdx.x % 8;
-      float v[4], tile_max = -INFINITY;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        v[i] = ss[row * kMlaScoreStride + 4 * part + i];
-        tile_max = fmaxf(tile_max, v[i]);
-      }
-#pragma unroll
-      for (int offset = 1; offset < 8; offset *= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
-      const float m_old = row_m[row], m_new = fmaxf(m_old, tile_max);  // finite: a tile's first key is visible
-      float sum = 0.0f;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float pr = exp2f(v[i] - m_new);
-        sum += pr;
-        ps[row * kMlaProbStride + 4 * part + i] = __float2bfloat16_rn(pr);
-      }
-#pragma unroll
-      for (int offset = 1; offset < 8; offset *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-      __syncwarp();
-      if (part == 0) {
-        const float alpha = exp2f(m_old - m_new);
-        row_alpha[row] = alpha;
-        row_l[row] = row_l[row] * alpha + sum;
-        row_m[row] = m_new;
-      }
-    }
-    __syncthreads();
-    // O = O alpha + P V over this warp's column tiles.
-    const float alpha_lo = row_alpha[gid], alpha_hi = row_alpha[gid + 8];
-    uint32_t a[2][4];
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const bf16* p_lo = ps + gid * kMlaProbStride + 16 * k + 2 * tig;
-      const bf16* p_hi = ps + (gid + 8) * kMlaProbStride + 16 * k + 2 * tig;
-      a[k][0] = shared_pair(p_lo);
-      a[k][1] = shared_pair(p_hi);
-      a[k][2] = shared_pair(p_lo + 8);
-      a[k][3] = shared_pair(p_hi + 8);
-    }
-#pragma unroll
-    for (int i = 0; i < kMlaMmaMaxColTiles; i += 2) {
-      const int nt = mla_col_tile(warp, i);
-      if (nt >= col_tiles) break;
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        o[i + j][0] *= alpha_lo;
-        o[i + j][1] *= alpha_lo;
-        o[i + j][2] *= alpha_hi;
-        o[i + j][3] *= alpha_hi;
-      }
-      // B[key][col] of column tiles nt and nt + 1 (keys as rows, transposed on the way): matrix
-      // m = lane / 8 holds keys +8 (m % 2) of columns +8 (m / 2). Past R (an odd number of
-      // column tiles) the load reads k_pe columns of the row and the mma is skipped.
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        uint32_t b[4];
-        const int m = lane / 8;
-        ldmatrix_x4_trans(b, ks + (16 * k + 8 * (m % 2) + lane % 8) * stride + 8 * (nt + m / 2));
-        mma_bf16(o[i], a[k], b[0], b[1]);
-        if (nt + 1 < col_tiles) mma_bf16(o[i + 1], a[k], b[2], b[3]);
-      }
-    }
-  }
-  __syncthreads();  // row_m / row_l final
-
-  // The normalized output, or this slice's unnormalized sums and (max, sum) for the merge.
-#pragma unroll
-  for (int i = 0; i < kMlaMmaMaxColTiles; ++i) {
-    const int nt = mla_col_tile(warp, i);
-    if (nt >= col_tiles) continue;  // an odd last tile's partner
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int hh = gid + 8 * half, h = h0 + hh, col = 8 * nt + 2 * tig;
-      if (h >= H) continue;
-      const float v0 = o[i][2 * half], v1 = o[i][2 * half + 1];
-      if (splits == 1) {
-        const float inv = 1.0f / row_l[hh];
-        p.out[(t * H + h) * R + col] = __float2bfloat16_rn(v0 * inv);
-        p.out[(t * H + h) * R + col + 1] = __float2bfloat16_rn(v1 * inv);
-      } else {
-        float* slot = p.partial + ((t * H + h) * splits + split) * (R + 2);
-        slot[col] = v0;
-        slot[col + 1] = v1;
-      }
-    }
-  }
-  if (splits > 1 && threadIdx.x < kMlaHeads && h0 + static_cast<int>(threadIdx.x) < H) {
-    float* slot = p.partial + ((t * H + h0 + threadIdx.x) * splits + split) * (R + 2);
-    slot[R] = row_m[threadIdx.x];
-    slot[R + 1] = row_l[threadIdx.x];
-  }
-}
-
 // One block per (token, head): weights each slice by exp2(m_s - max) and normalizes.
 __global__ void mla_merge_kernel(const float* partial, int64_t splits, int64_t R, bf16* out) {
   dependency_wait();
@@ -503,30 +288,15 @@ int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {
 }
 
 MlaKernel default_mla_kernel() {
-  static const MlaKernel kernel = std::getenv("SEEKSERVE_CUDA_MLA_SIMT")    ? MlaKernel::kCudaCores
-                                  : std::getenv("SEEKSERVE_CUDA_MLA_HEADS16") ? MlaKernel::kTensorCoresHeads16
-                                                                               : MlaKernel::kTensorCores;
+  static const MlaKernel kernel = std::getenv("SEEKSERVE_CUDA_MLA_SIMT") ? MlaKernel::kCudaCores : MlaKernel::kTensorCores;
   return kernel;
 }
 
 void mla_attention(const MlaAttentionParams& p, cudaStream_t stream, MlaKernel kernel) {
   if (p.n_tokens == 0) return;
   if (!mla_attention_supported(p.kv_rank, p.rope_dim)) fail("mla_attention: unsupported latent width", cudaErrorInvalidValue, __FILE__, __LINE__);
-  if (kernel == MlaKernel::kTensorCores) {
-    mla_attention_tensor_cores(p, stream);
-  } else if (kernel == MlaKernel::kTensorCoresHeads16) {
-    const size_t shared = mla_mma_shared_bytes(static_cast<int>(p.kv_rank + p.rope_dim));
-    static size_t opted_in = 48 * 1024;
-    if (shared > opted_in) {
-      SS_CUDA_CHECK(cudaFuncSetAttribute(mla_attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
-      opted_in = shared;
-    }
-    const dim3 grid(static_cast<unsigned>(p.n_tokens * p.n_splits), static_cast<unsigned>((p.n_heads + kMlaHeads - 1) / kMlaHeads));
-    launch_with_shared(mla_attention_mma_kernel, grid, kMlaMmaThreads, shared, stream, p);
-    SS_CUDA_CHECK_LAUNCH();
-  } else {
-    launch_mla_attention_cuda_cores(p, stream);
-  }
+  if (kernel == MlaKernel::kTensorCores) mla_attention_tensor_cores(p, stream);
+  else launch_mla_attention_cuda_cores(p, stream);
   if (p.n_splits > 1) {
     launch(mla_merge_kernel, static_cast<unsigned>(p.n_tokens * p.n_heads), 128, stream, static_cast<const float*>(p.partial), p.n_splits,
            p.kv_rank, p.out);

@@ -6,17 +6,17 @@
 // takes up to 64 heads of a token: every cache tile read once from memory feeds 64 rows of mma.
 //
 // Block = (token, slice of its positions, group of kHeads heads); warps laid out kRowGroups x
-// kColGroups. Per tile of kKeys positions (cp.async, kStages tiles in flight):
-//   scores   S[16 heads, kWarpKeys keys] = Q K^T   warp (rg, cg): heads 16 rg.., keys cg kWarpKeys..
-//   softmax  row maxima exchanged between the kColGroups warps of a row group through shared
-//            memory; probabilities (bf16) to shared memory
+// kColGroups. Per tile of kKeys positions (cp.async, kStages tiles in shared memory):
+//   scores   warp (rg, cg): heads 16 rg.., 32 keys, 1 / kWidthSplits of the width, so one Q
+//            fragment feeds four independent mma chains; partial sums to shared memory
+//   softmax  every thread: its row's kSoftmaxKeys keys, partial sums added, online max and sum
+//            per row kept in shared memory; probabilities (bf16) to shared memory
 //   output   O[16 heads, R / kColGroups columns] += P V   warp (rg, cg): every key of the tile,
 //            8-column tiles 2 (cg + kColGroups i) and the one after
 // Fragments come through ldmatrix (V transposed on the way); shared rows are padded by 16 bytes
 // so the 8 rows of each 8x8 matrix fall in distinct banks. Q in bf16 (q_latent as stored, q_pe
 // rotated in float then rounded), P in bf16, sums in float32.
 #include <cfloat>
-#include <cstdlib>
 
 #include "cuda/deepseek_kernels.h"
 #include "cuda/kernel_support.cuh"
@@ -34,15 +34,20 @@ constexpr int kMaxLatentColumns = 512;  // R <= 512 (mla_attention_supported)
 template <int kRowGroups_, int kColGroups_, int kKeys_, int kStages_>
 struct MlaTiling {
   static constexpr int kRowGroups = kRowGroups_;  // warps along the heads, 16 heads each
-  static constexpr int kColGroups = kColGroups_;  // warps sharing those heads: keys of S, columns of O
+  static constexpr int kColGroups = kColGroups_;  // warps sharing those heads (scores: keys x width; output: columns)
   static constexpr int kKeys = kKeys_;            // cache positions a tile
   static constexpr int kStages = kStages_;        // tiles in shared memory (kStages - 1 in flight)
   static constexpr int kHeads = 16 * kRowGroups, kWarps = kRowGroups * kColGroups, kThreads = 32 * kWarps;
-  static constexpr int kWarpKeys = kKeys / kColGroups;               // keys of a warp's scores
-  static constexpr int kScoreTiles = kWarpKeys / 8;                  // their 8-key mma tiles
+  // Scores: a warp takes 32 keys (four 8-key mma tiles, one Q fragment feeding four mma) over
+  // 1 / kWidthSplits of the width; the row group's partial sums meet in shared memory.
+  static constexpr int kScoreKeys = 32, kKeyGroups = kKeys / kScoreKeys, kWidthSplits = kColGroups / kKeyGroups;
+  static constexpr int kScoreStride = kKeys + 8;  // floats a row of the partial scores (rows 8 banks apart)
+  // Softmax: kSoftmaxKeys consecutive keys of one row a thread, kRowThreads threads a row.
+  static constexpr int kSoftmaxKeys = kHeads * kKeys / kThreads, kRowThreads = kKeys / kSoftmaxKeys;
   static constexpr int kPairs = kMaxLatentColumns / 16 / kColGroups;  // pairs of 8-column output tiles a warp holds
   static constexpr int kProbStride = kKeys + 8;                      // bf16 a row of P
-  static_assert(kWarpKeys % 8 == 0 && kKeys % 16 == 0 && kKeys % kWarps == 0 && kStages >= 2);
+  static_assert(kKeys % kScoreKeys == 0 && kColGroups % kKeyGroups == 0 && kKeys % kWarps == 0 && kStages >= 2);
+  static_assert((kSoftmaxKeys == 4 || kSoftmaxKeys == 8) && 32 % kRowThreads == 0);
 };
 
 // bf16 elements a shared Q/K row: W rounded up to whole k-steps of 16, plus 16 bytes of padding
@@ -52,7 +57,7 @@ __host__ __device__ inline int mla_tile_stride(int W) { return (W + 15) / 16 * 1
 template <class T>
 size_t mla_tile_shared_bytes(int W) {
   return static_cast<size_t>((T::kHeads + T::kStages * T::kKeys) * mla_tile_stride(W) + T::kHeads * T::kProbStride) * sizeof(bf16) +
-         static_cast<size_t>(2 * T::kColGroups * T::kHeads) * sizeof(float);
+         static_cast<size_t>((T::kWidthSplits * T::kScoreStride + 3) * T::kHeads) * sizeof(float);
 }
 
 // kR, kP: the latent and rotary widths fixed at compile time (V2/V3's 512 and 64: every address
@@ -67,8 +72,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
   bf16* qs = reinterpret_cast<bf16*>(mla_tile_smem);  // [kHeads][stride]
   bf16* ks = qs + T::kHeads * stride;                  // [kStages][kKeys][stride]
   bf16* ps = ks + T::kStages * T::kKeys * stride;      // [kHeads][kProbStride]
-  float* red_max = reinterpret_cast<float*>(ps + T::kHeads * T::kProbStride);  // [kColGroups][kHeads]
-  float* red_sum = red_max + T::kColGroups * T::kHeads;                        // [kColGroups][kHeads]
+  float* s_part = reinterpret_cast<float*>(ps + T::kHeads * T::kProbStride);  // [kWidthSplits][kHeads][kScoreStride]
+  float* row_m = s_part + T::kWidthSplits * T::kHeads * T::kScoreStride;      // running max, sum, last rescale a row
+  float* row_l = row_m + T::kHeads;
+  float* row_alpha = row_l + T::kHeads;
 
   // Head groups vary fastest, so the blocks reading the same slice of a sequence run together
   // (the second read of each tile comes from L2).
@@ -168,8 +175,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
   const int col_tiles = R / 8;
   const int row_lo = 16 * rg + gid;  // this thread's rows of its row group: row_lo, row_lo + 8
   float o[T::kPairs][2][4] = {};
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};  // l: this thread's keys only
-  const bf16* q_frag = qs + (16 * rg + lane % 8 + 8 * ((lane / 8) % 2)) * stride + 8 * (lane / 16);
+  for (int row = threadIdx.x; row < T::kHeads; row += T::kThreads) {
+    row_m[row] = -INFINITY;
+    row_l[row] = 0.0f;
+  }
+  // Scores: this warp's keys (key group kg) over its k-steps (width split ws) of Wp / 16.
+  const int kg = cg % T::kKeyGroups, ws = cg / T::kKeyGroups;
+  const int steps = Wp / 16, split_steps = (steps + T::kWidthSplits - 1) / T::kWidthSplits;
+  const int my_steps = min(split_steps, steps - ws * split_steps);  // may be <= 0 for narrow widths
+  constexpr int kFixedSplitSteps = ((kR + kP) / 16 + T::kWidthSplits - 1) / T::kWidthSplits;
+  const bf16* q_frag = qs + (16 * rg + lane % 8 + 8 * ((lane / 8) % 2)) * stride + 8 * (lane / 16) + 16 * ws * split_steps;
   const bf16* p_frag = ps + (16 * rg + lane % 8 + 8 * ((lane / 8) % 2)) * T::kProbStride + 8 * (lane / 16);
   for (int tile = tile_begin, it = 0; tile < tile_end; ++tile, ++it) {
     cp_async_wait<T::kStages - 2>();
@@ -178,72 +193,81 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
     next_rows = lookup(tile + T::kStages);
     const bf16* kt = ks + (it % T::kStages) * T::kKeys * stride;
 
-    // Scores: sc[j][0..1] row_lo, sc[j][2..3] row_lo + 8; keys key0 + 8 j + 2 tig (+1). Even
-    // and odd k-steps into separate accumulators (two mma chains in flight), summed after.
-    float sc[T::kScoreTiles][4] = {}, sc_odd[T::kScoreTiles][4] = {};
-    const bf16* k_frag = kt + (cg * T::kWarpKeys + 8 * (lane / 16) + lane % 8) * stride + 8 * ((lane / 8) % 2);
-    auto score_step = [&](float (&acc)[T::kScoreTiles][4], int k0) {
-      uint32_t a[4];
-      ldmatrix_x4(a, q_frag + k0);
-#pragma unroll
-      for (int j = 0; j + 1 < T::kScoreTiles; j += 2) {  // two 8-key tiles a load
-        uint32_t b[4];
-        ldmatrix_x4(b, k_frag + 16 * j * stride + k0);
-        mma_bf16(acc[j], a, b[0], b[1]);
-        mma_bf16(acc[j + 1], a, b[2], b[3]);
-      }
-      if constexpr (T::kScoreTiles % 2 == 1) {
-        uint32_t b0, b1;
-        ldmatrix_x2(b0, b1, k_frag + 8 * (T::kScoreTiles - 1) * stride + k0);  // lanes 0-15's addresses
-        mma_bf16(acc[T::kScoreTiles - 1], a, b0, b1);
-      }
+    // Partial scores: sc[j][0..1] row_lo, sc[j][2..3] row_lo + 8; keys 32 kg + 8 j + 2 tig (+1).
+    // Each k-step: one Q fragment, two K loads (8-key tiles j, j + 1: matrix m = lane / 8 holds
+    // keys + 8 (m / 2), columns + 8 (m % 2)), four independent mma chains.
+    float sc[4][4] = {};
+    const bf16* k_frag = kt + (T::kScoreKeys * kg + 8 * (lane / 16) + lane % 8) * stride + 8 * ((lane / 8) % 2) + 16 * ws * split_steps;
+    auto score_step = [&](int step) {
+      uint32_t a[4], b[4], c[4];
+      ldmatrix_x4(a, q_frag + 16 * step);
+      ldmatrix_x4(b, k_frag + 16 * step);
+      ldmatrix_x4(c, k_frag + 16 * stride + 16 * step);
+      mma_bf16(sc[0], a, b[0], b[1]);
+      mma_bf16(sc[1], a, b[2], b[3]);
+      mma_bf16(sc[2], a, c[0], c[1]);
+      mma_bf16(sc[3], a, c[2], c[3]);
     };
-    int k0 = 0;
-#pragma unroll 2
-    for (; k0 + 32 <= Wp; k0 += 32) {
-      score_step(sc, k0);
-      score_step(sc_odd, k0 + 16);
+    if constexpr (kR > 0) {
+#pragma unroll
+      for (int step = 0; step < kFixedSplitSteps; ++step) score_step(step);
+    } else {
+      for (int step = 0; step < my_steps; ++step) score_step(step);
     }
-    if (k0 < Wp) score_step(sc, k0);
+    float* my_part = s_part + ws * T::kHeads * T::kScoreStride + T::kScoreKeys * kg + 2 * tig;
 #pragma unroll
-    for (int j = 0; j < T::kScoreTiles; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) sc[j][e] += sc_odd[j][e];
-    const int key0 = tile * T::kKeys + cg * T::kWarpKeys + 2 * tig;
-    float mx[2] = {-INFINITY, -INFINITY};
+      for (int half = 0; half < 2; ++half)
+        *reinterpret_cast<float2*>(my_part + (row_lo + 8 * half) * T::kScoreStride + 8 * j) = make_float2(sc[j][2 * half], sc[j][2 * half + 1]);
+    __syncthreads();  // every partial score of the tile
+
+    {  // Online softmax: row `row`, keys key0 .. key0 + kSoftmaxKeys - 1 of the tile.
+      constexpr int kN = T::kSoftmaxKeys;
+      const int row = threadIdx.x / T::kRowThreads, key0 = threadIdx.x % T::kRowThreads * kN;
+      float v[kN] = {};
 #pragma unroll
-    for (int j = 0; j < T::kScoreTiles; ++j)
+      for (int w = 0; w < T::kWidthSplits; ++w)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        sc[j][e] = key0 + 8 * j + e % 2 < visible ? sc[j][e] * scale : -INFINITY;
-        mx[e / 2] = fmaxf(mx[e / 2], sc[j][e]);
+        for (int e = 0; e < kN; e += 4) {
+          const float4 part = *reinterpret_cast<const float4*>(s_part + (w * T::kHeads + row) * T::kScoreStride + key0 + e);
+          v[e] += part.x;
+          v[e + 1] += part.y;
+          v[e + 2] += part.z;
+          v[e + 3] += part.w;
+        }
+      float mx = -INFINITY;
+#pragma unroll
+      for (int e = 0; e < kN; ++e) {
+        v[e] = tile * T::kKeys + key0 + e < visible ? v[e] * scale : -INFINITY;
+        mx = fmaxf(mx, v[e]);
       }
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 1));
-      mx[half] = fmaxf(mx[half], __shfl_xor_sync(0xffffffffu, mx[half], 2));
-      if (tig == 0) red_max[cg * T::kHeads + row_lo + 8 * half] = mx[half];
-    }
-    __syncthreads();  // every warp's maxima of this tile
-    float alpha[2];
+      for (int offset = 1; offset < T::kRowThreads; offset *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, offset));
+      const float m_old = row_m[row], m_new = fmaxf(m_old, mx);  // finite: a tile's first key is visible
+      float sum = 0.0f;
+      uint32_t packed[kN / 2];
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float m_tile = -INFINITY;
-#pragma unroll
-      for (int c = 0; c < T::kColGroups; ++c) m_tile = fmaxf(m_tile, red_max[c * T::kHeads + row_lo + 8 * half]);
-      const float m_new = fmaxf(m_run[half], m_tile);  // finite: a tile's first key is visible
-      alpha[half] = exp2f(m_run[half] - m_new);
-      m_run[half] = m_new;
-      l_run[half] *= alpha[half];
-    }
-#pragma unroll
-    for (int j = 0; j < T::kScoreTiles; ++j)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const float p0 = exp2f(sc[j][2 * half] - m_run[half]), p1 = exp2f(sc[j][2 * half + 1] - m_run[half]);
-        l_run[half] += p0 + p1;
-        *reinterpret_cast<uint32_t*>(ps + (row_lo + 8 * half) * T::kProbStride + cg * T::kWarpKeys + 8 * j + 2 * tig) = pack_bf16(p0, p1);
+      for (int e = 0; e < kN; e += 2) {
+        const float p0 = exp2f(v[e] - m_new), p1 = exp2f(v[e + 1] - m_new);
+        sum += p0 + p1;
+        packed[e / 2] = pack_bf16(p0, p1);
       }
+      bf16* p_row = ps + row * T::kProbStride + key0;
+      if constexpr (kN == 8) *reinterpret_cast<uint4*>(p_row) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      else *reinterpret_cast<uint2*>(p_row) = make_uint2(packed[0], packed[1]);
+#pragma unroll
+      for (int offset = 1; offset < T::kRowThreads; offset *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      __syncwarp();  // every thread of the row has read row_m before its first thread rewrites it
+      if (threadIdx.x % T::kRowThreads == 0) {
+        const float alpha = exp2f(m_old - m_new);
+        row_alpha[row] = alpha;
+        row_l[row] = row_l[row] * alpha + sum;
+        row_m[row] = m_new;
+      }
+    }
+    __syncthreads();  // P and the rescale factors of the whole tile
+    const float alpha[2] = {row_alpha[row_lo], row_alpha[row_lo + 8]};
     if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f))  // once the maxima settle, rarely
 #pragma unroll
       for (int i = 0; i < T::kPairs; ++i)
@@ -254,7 +278,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
           o[i][j][2] *= alpha[1];
           o[i][j][3] *= alpha[1];
         }
-    __syncthreads();  // P of the whole tile
 
     // O += P V: value fragments of column tiles nt, nt + 1 from one transposed load (matrix
     // m = lane / 8: keys + 8 (m % 2), columns + 8 (m / 2)). With an odd number of column tiles
@@ -277,19 +300,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
     }
   }
 
-  // Row sums: this thread's keys, then the quad's, then the row group's warps'.
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    l_run[half] += __shfl_xor_sync(0xffffffffu, l_run[half], 1);
-    l_run[half] += __shfl_xor_sync(0xffffffffu, l_run[half], 2);
-    if (tig == 0) red_sum[cg * T::kHeads + row_lo + 8 * half] = l_run[half];
-  }
-  __syncthreads();
-  float l[2] = {0.0f, 0.0f};
-#pragma unroll
-  for (int half = 0; half < 2; ++half)
-#pragma unroll
-    for (int c = 0; c < T::kColGroups; ++c) l[half] += red_sum[c * T::kHeads + row_lo + 8 * half];
+  // row_m / row_l are final: the last tile's softmax came before its last block barrier.
+  const float l[2] = {row_l[row_lo], row_l[row_lo + 8]};
 
   // The normalized output, or this slice's unnormalized sums and (max, sum) for the merge.
 #pragma unroll
@@ -309,7 +321,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
         else *reinterpret_cast<float2*>(partial_slot(row) + col) = make_float2(v0, v1);
       }
     if (splits > 1 && cg == 0 && tig == 0) {
-      partial_slot(row)[R] = m_run[half];
+      partial_slot(row)[R] = row_m[row];
       partial_slot(row)[R + 1] = l[half];
     }
   }

@@ -1,5 +1,5 @@
 // Tensor-core plumbing shared by the attention kernels on tensor cores (flash_prefill.cu,
-// attention_mma.cu): shared-memory matrix loads, asynchronous global -> shared copies, exp2 and
+// attention_mma.cu, mla_decode_mma.cu): shared-memory matrix loads, asynchronous global -> shared copies, exp2 and
 // bf16 packing. mma_bf16 itself is in kernel_support.cuh. Included only by .cu files.
 #pragma once
 
