@@ -223,8 +223,9 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
   for (const Shape& s : std::vector<Shape>{{5, 48, 16}, {20, 512, 64}, {16, 64, 32}, {3, 40, 16}, {70, 72, 16}, {70, 512, 64}, {16, 512, 64}}) {
     // {3, 40, 16}: R + P not a multiple of 16 and an odd number of 8-column tiles; 5, 16, 20 and
     // 70 heads: the tensor-core kernel's 16-, 32- and 64-head blocks, the last group part-filled;
-    // R 512 with P 64: its build for DeepSeek's own widths, for each block size.
-    const int64_t H = s.heads, R = s.R, P = s.P, N = 8, QD = N + P, block = 16, context = 150;
+    // R 512 with P 64: its build for DeepSeek's own widths, for each block size. 300 positions are
+    // 5 tiles of 64 keys or 10 of 32: 3 slices hold several tiles each, 7 slices leave some empty.
+    const int64_t H = s.heads, R = s.R, P = s.P, N = 8, QD = N + P, block = 16, context = 300;
     SCOPED_TRACE("heads " + std::to_string(H) + " R " + std::to_string(R) + " P " + std::to_string(P));
     const int64_t n_blocks = (context + block - 1) / block + 2, rows = n_blocks * block;
     std::vector<int32_t> table(static_cast<size_t>(n_blocks));

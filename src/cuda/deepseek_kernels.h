@@ -74,7 +74,7 @@ struct MlaAttentionParams {
 };
 // Latent widths the kernel is built for (R and P multiples of 8, R + P <= 576).
 bool mla_attention_supported(int64_t kv_rank, int64_t rope_dim);
-// Slices per token so the grid fills the GPU: slices of at least 64 positions.
+// Slices per token so the grid fills the GPU: slices of at least 256 positions.
 int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions);
 inline int64_t mla_partial_floats(int64_t n_tokens, int64_t n_heads, int64_t n_splits, int64_t kv_rank) {
   return n_tokens * n_heads * n_splits * (kv_rank + 2);
