@@ -268,7 +268,7 @@ bool mla_attention_supported(int64_t kv_rank, int64_t rope_dim) {
 }
 
 int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {
-  // Blocks of the tensor-core kernel (one resident a multiprocessor: ~190 KB of shared memory at
+  // Blocks of the tensor-core kernel (one resident a multiprocessor: 185-208 KB of shared memory at
   // V3's widths): the fewest slices that fill the 132 multiprocessors' last wave to >= 90%,
   // slices of at least 256 positions (H200, V3 widths, batch 1 x 8k: 32 slices 0.060 ms, 60
   // slices of 137 positions 0.074, 16 slices 0.077; 16 heads 0.038 / 0.048 / 0.040).
