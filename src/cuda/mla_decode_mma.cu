@@ -360,12 +360,7 @@ void mla_attention_tensor_cores(const MlaAttentionParams& p, cudaStream_t stream
   switch (mla_heads_per_block(p.n_heads)) {
     case 64: return launch_mla_decode_mma<MlaTiling64>(p, stream);
     case 32: return launch_mla_decode_mma<MlaTiling32>(p, stream);
-    default: {
-      static const char* alt = std::getenv("SEEKSERVE_CUDA_MLA_TILE16");  // temporary: side-by-side runs
-      if (alt && alt[0] == 'a') return launch_mla_decode_mma<MlaTiling<1, 4, 32, 4>>(p, stream);
-      if (alt && alt[0] == 'b') return launch_mla_decode_mma<MlaTiling<1, 4, 32, 5>>(p, stream);
-      return launch_mla_decode_mma<MlaTiling16>(p, stream);
-    }
+    default: return launch_mla_decode_mma<MlaTiling16>(p, stream);
   }
 }
 
