@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "backend/cpu_backend.h"
 #include "core/dtype.h"
@@ -354,12 +357,18 @@ TEST(Fp8Test, RoundingToE4m3MatchesTheNearestCodeSearch) {
 }
 
 TEST(ThreadPoolTest, RunsEveryTaskOnceAcrossManyRuns) {
-  ThreadPool pool(3);
-  for (int run = 0; run < 200; ++run) {
-    std::vector<std::atomic<int>> hits(static_cast<size_t>(run % 17 + 1));
-    pool.run(static_cast<int64_t>(hits.size()), [&](int64_t t) { hits[static_cast<size_t>(t)].fetch_add(1); });
-    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
-  }
+  // Workers that sleep at once, that spin past every gap, and that spin 50 us then sleep
+  // (every 16th run comes after a 2 ms pause, so they are asleep and must be woken).
+  for (const int64_t spin_us : {int64_t{0}, int64_t{1000000}, int64_t{50}}) {
+    SCOPED_TRACE("spin " + std::to_string(spin_us) + " us");
+    ThreadPool pool(3, spin_us);
+    for (int run = 0; run < 200; ++run) {
+      if (run % 16 == 15) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(run % 17 + 1));
+      pool.run(static_cast<int64_t>(hits.size()), [&](int64_t t) { hits[static_cast<size_t>(t)].fetch_add(1); });
+      for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+    }
+  }  // the destructor stops spinning workers as well as sleeping ones
 }
 
 }  // namespace
