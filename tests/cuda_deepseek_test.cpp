@@ -7,6 +7,7 @@
 
 #include <array>
 #include <numeric>
+#include <tuple>
 
 #include "backend/reference_backend.h"
 #include "cuda/deepseek_kernels.h"
@@ -244,12 +245,17 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
       }
     auto d_c_kv = upload(to_bf16_host(c_kv));
     auto d_k_pe = upload(to_bf16_host(k_pe));
-    auto d_table = upload(table);
+    std::vector<int32_t> long_table = table;  // the same blocks in a 128-entry table: 2,048 positions of room
+    long_table.resize(128, 0);
+    auto d_table = upload(long_table);
     auto d_cos = upload(cos);
     auto d_sin = upload(sin);
-    // A prefill chunk of the last 37 positions, then single decode tokens with and without splits.
-    for (const auto& [n, splits] : std::vector<std::pair<int64_t, int64_t>>{{37, 1}, {1, 1}, {1, 3}, {1, 7}}) {
-      SCOPED_TRACE("tokens " + std::to_string(n) + " splits " + std::to_string(splits));
+    // A prefill chunk of the last 37 positions, then single decode tokens with and without splits;
+    // with a table of 2,048 positions' room, 37 tokens take the tensor-core kernel's two-blocks-a-
+    // multiprocessor build for 16 heads (mla_two_blocks_per_sm), alone and in 3 slices.
+    for (const auto& [n, splits, table_stride] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {37, 1, n_blocks}, {1, 1, n_blocks}, {1, 3, n_blocks}, {1, 7, n_blocks}, {37, 1, 128}, {37, 3, 128}}) {
+      SCOPED_TRACE("tokens " + std::to_string(n) + " splits " + std::to_string(splits) + " table " + std::to_string(table_stride));
       std::vector<int32_t> positions(static_cast<size_t>(n)), seq(static_cast<size_t>(n), 0);
       for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = static_cast<int32_t>(context - n + t);
       std::vector<float> q_latent = random(static_cast<size_t>(n * H * R), 0.2f);
@@ -299,7 +305,7 @@ TEST_F(CudaTest, MlaAttentionOverThePagedLatentCacheMatchesTheReference) {
         p.c_kv_pool = d_c_kv.data();
         p.k_pe_pool = d_k_pe.data();
         p.block_tables = d_table.data();
-        p.table_stride = n_blocks;
+        p.table_stride = table_stride;
         p.token_seq = d_seq.data();
         p.positions = d_pos.data();
         p.cos = d_cos.data();

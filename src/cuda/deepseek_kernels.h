@@ -89,6 +89,8 @@ inline const char* mla_kernel_name(MlaKernel k) {
 }
 // Heads a block of the tensor-core kernel takes (16, 32 or 64) and that kernel (mla_decode_mma.cu).
 int64_t mla_heads_per_block(int64_t n_heads);
+// Whether that kernel runs two blocks a multiprocessor (16-head blocks, 8+ tokens, long contexts).
+bool mla_two_blocks_per_sm(int64_t n_tokens, int64_t n_heads, int64_t max_positions);
 void mla_attention_tensor_cores(const MlaAttentionParams& p, cudaStream_t stream);
 void mla_attention(const MlaAttentionParams& p, cudaStream_t stream, MlaKernel kernel = default_mla_kernel());
 

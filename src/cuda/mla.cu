@@ -269,16 +269,18 @@ bool mla_attention_supported(int64_t kv_rank, int64_t rope_dim) {
 
 int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {
   // Blocks of the tensor-core kernel (one resident a multiprocessor: 185-208 KB of shared memory at
-  // V3's widths): the fewest slices that fill the 132 multiprocessors' last wave to >= 90%,
-  // slices of at least 256 positions (H200, V3 widths, batch 1 x 8k: 32 slices 0.060 ms, 60
-  // slices of 137 positions 0.074, 16 slices 0.077; 16 heads 0.038 / 0.048 / 0.040).
+  // V3's widths; two for the 103 KB 16-head blocks of long contexts): the fewest slices that fill
+  // the last wave of those slots to >= 90%, slices of at least 256 positions (H200, V3 widths,
+  // batch 1 x 8k: 32 slices 0.060 ms, 60 slices of 137 positions 0.074, 16 slices 0.077; 16 heads
+  // 0.038 / 0.048 / 0.040).
   const int64_t base = n_tokens * ((n_heads + mla_heads_per_block(n_heads) - 1) / mla_heads_per_block(n_heads));
   const int64_t most = std::max<int64_t>(1, max_positions / 256);
   int64_t best = 1;
   double best_fill = 0.0;
   for (int64_t s = 1; s <= most; ++s) {
-    const int64_t blocks = base * s, waves = (blocks + 131) / 132;
-    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * 132);
+    const int64_t slots = mla_two_blocks_per_sm(n_tokens, n_heads, max_positions) ? 2 * 132 : 132;
+    const int64_t blocks = base * s, waves = (blocks + slots - 1) / slots;
+    const double fill = static_cast<double>(blocks) / static_cast<double>(waves * slots);
     if (fill > best_fill + 1e-9) {
       best = s;
       best_fill = fill;
