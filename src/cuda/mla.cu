@@ -7,6 +7,7 @@
 
 #include "cuda/deepseek_kernels.h"
 #include "cuda/kernel_support.cuh"
+#include "cuda/mla_support.cuh"
 
 namespace seekserve::cuda {
 
@@ -55,16 +56,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 __host__ __device__ inline int mla_row_words(int width) {
   const int words = width / 2;
   return words % 2 == 0 ? words + 1 : words;
-}
-
-// Head h's query rotary pair j at the token's position (RoPE on interleaved pairs); 0 past H.
-__device__ __forceinline__ float2 rotated_q_pe(const MlaAttentionParams& p, int64_t t, int h, int j, int pos) {
-  const int64_t P = p.rope_dim;
-  if (h >= p.n_heads) return make_float2(0.0f, 0.0f);
-  const float* qp = p.q + t * p.q_stride + h * p.q_head_stride + p.q_pe_offset;
-  const float a = qp[2 * j], b = qp[2 * j + 1];
-  const float c = p.cos[pos * (P / 2) + j], s = p.sin[pos * (P / 2) + j];
-  return make_float2(a * c - b * s, b * c + a * s);
 }
 
 template <int kCols>
@@ -277,8 +268,8 @@ int64_t mla_splits(int64_t n_tokens, int64_t n_heads, int64_t max_positions) {
   const int64_t most = std::max<int64_t>(1, max_positions / 256);
   int64_t best = 1;
   double best_fill = 0.0;
+  const int64_t slots = mla_two_blocks_per_sm(n_tokens, n_heads, max_positions) ? 2 * 132 : 132;
   for (int64_t s = 1; s <= most; ++s) {
-    const int64_t slots = mla_two_blocks_per_sm(n_tokens, n_heads, max_positions) ? 2 * 132 : 132;
     const int64_t blocks = base * s, waves = (blocks + slots - 1) / slots;
     const double fill = static_cast<double>(blocks) / static_cast<double>(waves * slots);
     if (fill > best_fill + 1e-9) {

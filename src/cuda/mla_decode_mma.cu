@@ -20,6 +20,7 @@
 
 #include "cuda/deepseek_kernels.h"
 #include "cuda/kernel_support.cuh"
+#include "cuda/mla_support.cuh"
 #include "cuda/mma_support.cuh"
 
 namespace seekserve::cuda {
@@ -152,16 +153,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) mla_decode_mma_kernel(MlaAtten
     if (h < H) v = reinterpret_cast<const uint4*>(p.q_latent + (t * H + h) * R)[c];
     *reinterpret_cast<uint4*>(qs + hh * stride + 8 * c) = v;
   }
-  const float* cos = p.cos + static_cast<int64_t>(pos) * (P / 2);
-  const float* sin = p.sin + static_cast<int64_t>(pos) * (P / 2);
   for (int idx = threadIdx.x; idx < T::kHeads * (P / 2); idx += T::kThreads) {
-    const int hh = idx / (P / 2), j = idx % (P / 2), h = h0 + hh;
-    float2 r = make_float2(0.0f, 0.0f);
-    if (h < H) {  // RoPE on interleaved pairs at the token's position
-      const float* qp = p.q + t * p.q_stride + h * p.q_head_stride + p.q_pe_offset;
-      const float a = qp[2 * j], b = qp[2 * j + 1];
-      r = make_float2(a * cos[j] - b * sin[j], b * cos[j] + a * sin[j]);
-    }
+    const int hh = idx / (P / 2), j = idx % (P / 2);
+    const float2 r = rotated_q_pe(p, t, h0 + hh, j, pos);
     *reinterpret_cast<uint32_t*>(qs + hh * stride + R + 2 * j) = pack_bf16(r.x, r.y);
   }
   if constexpr (kR == 0) {  // the fixed widths (576) need no padding
